@@ -1,0 +1,86 @@
+# The node: picks the platform layer, mounts storage, brings up the network,
+# binds UDP and serves the resources until reset.
+import sys
+import asyncio
+from micropython import const
+
+_WDT_MS = const(10000)
+
+
+def _platform():
+    p = sys.platform
+    if p == "esp32":
+        from ohnode import plat_esp32 as m
+    elif p == "esp8266":
+        from ohnode import plat_esp8266 as m
+    elif p == "rp2":
+        from ohnode import plat_rp2 as m
+    else:  # linux, darwin: the virtual board
+        from ohnode import plat_unix as m
+    return m
+
+
+async def _feeder(plat, srv, st, period):
+    # Feed the watchdog and send periodic Observe notifications.
+    from ohproto import const as P
+
+    ms = int(period * 1000)
+    while True:
+        plat.wdt_feed()
+        if srv.obs:
+            await srv.notify(P.PATH_STATUS)
+        await asyncio.sleep_ms(ms)
+
+
+async def _run(plat, cfg, root):
+    import socket
+    from ohproto import const as P
+    from ohnode.server import Server
+    from ohnode.client import Client
+    from ohnode.shares import Shares
+    from ohnode.status import Status
+    from ohproto import cbor  # noqa: settle the heap before serving
+    import gc
+
+    plat.wdt_start(_WDT_MS)
+    host = await plat.net_up(cfg)
+    port = cfg.get("port", P.DEFAULT_PORT)
+    ai = socket.getaddrinfo(cfg.get("host", host), port, 0, socket.SOCK_DGRAM)[0]
+    sock = socket.socket(ai[0], socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    except (AttributeError, OSError):
+        pass
+    sock.bind(ai[-1])
+    srv = Server(sock, cfg)
+    srv.client = Client(srv, cfg.get("ack_timeout_ms", P.ACK_TIMEOUT_MS))
+    sh = Shares(srv, root, cfg, plat.ticks)
+    st = Status(srv, cfg, sh, plat.ticks)
+    srv.res[P.PATH_SHARES] = sh
+    srv.res[P.PATH_STATUS] = st
+
+    def changed():
+        if srv.obs:
+            asyncio.create_task(srv.notify(P.PATH_STATUS))
+
+    sh.changed = changed
+    asyncio.create_task(_feeder(plat, srv, st, cfg.get("status_period", 5)))
+    print("openheap node %s listening on %s:%d" % (cfg.get("name", "?"), cfg.get("host", host), port))
+    gc.collect()
+    # Collect often: short-lived garbage is then freed before it spreads the
+    # long-lived objects over the heap (fragmentation kills 1 KB buffers).
+    gc.threshold(cfg.get("gc_threshold", 8192))
+    await srv.serve()
+
+
+def main():
+    plat = _platform()
+    cfg = plat.config()
+    root = plat.mount(cfg)
+    try:
+        asyncio.run(_run(plat, cfg, root))
+    except KeyboardInterrupt:
+        return
+    except Exception as e:
+        sys.print_exception(e)
+        plat.reset()

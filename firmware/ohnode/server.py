@@ -1,0 +1,344 @@
+# CoAP server engine: receives datagrams, de-duplicates CON requests,
+# dispatches to resources, answers piggybacked or separately, keeps counters,
+# and holds the Observe registrations. Resources are objects with
+# handle(req, rsp, path) registered under their first Uri-Path segment.
+import asyncio
+import gc
+from micropython import const
+from ohnode import coap
+from ohproto import const as P
+
+_RXMAX = const(1280)  # largest datagram taken; a 1024-byte block fits
+_BUF = const(1024)
+_DRAIN = const(8)  # datagrams read per wake-up before yielding
+_MAX_OBS = const(4)
+_CON_EVERY = const(8)  # every Nth notification is confirmable (RFC 7641 4.5)
+_DD_SLOT = const(96)  # bytes kept per cached response; larger ones are not
+_PROXYING_NOT_SUPPORTED = const(0xA5)
+# Options this node understands; any other odd (critical) one gets 4.02.
+_KNOWN = (1, 3, 5, 6, 7, 11, 12, 14, 15, 17, 23, 27, 28, 35, 39, 60, 258)
+
+
+class Rsp:
+    # The response being built; reused for every request.
+    def __init__(self):
+        self.buf = bytearray(_BUF)  # payload scratch space for resources
+        self.reset()
+
+    def reset(self):
+        self.code = P.CONTENT
+        self.opts = []
+        self.pl = None
+        self.later = None  # coroutine: answer separately when it returns
+
+    def add(self, num, val):
+        if isinstance(val, int):
+            val = coap.uint_bytes(val)
+        elif isinstance(val, str):
+            val = val.encode()
+        self.opts.append((num, val))
+
+    def err(self, code, text):
+        # Error response with a diagnostic payload (RFC 7252 5.5.2).
+        self.code = code
+        self.opts = []
+        self.pl = text.encode()
+        return code
+
+
+class Server:
+    def __init__(self, sock, cfg):
+        self.sock = sock
+        self.cfg = cfg
+        self.szx = cfg.get("szx", P.MAX_BLOCK_SZX)
+        self.res = {}
+        self.client = None  # ohnode.client.Client, set by the node
+        self._m = coap.Msg()
+        self._rsp = Rsp()
+        self._tx = bytearray(_RXMAX)
+        # De-duplication cache (RFC 7252 4.5) in fixed slots, so that it
+        # leaves no long-lived objects scattered over the heap: peers, message
+        # IDs, response lengths and the responses themselves.
+        n = cfg.get("dedup", 8)
+        self._ddp = [None] * n
+        self._ddm = [-1] * n
+        self._ddl = bytearray(n)
+        self._ddb = bytearray(n * _DD_SLOT)
+        self._ddi = 0
+        self.low = gc.mem_free()  # low-water mark of free heap
+        self.obs = []  # [resource key, peer, token, seq]
+        self.rx_m = self.tx_m = self.rx_b = self.tx_b = self.errs = 0
+
+    # -- sending
+    def send(self, data, peer):
+        try:
+            self.sock.sendto(data, peer)
+        except OSError:
+            self.errs += 1
+            return
+        self.tx_m += 1
+        self.tx_b += len(data)
+
+    def _empty(self, t, mid, peer):
+        b = self._tx
+        b[0] = 0x40 | (t << 4)
+        b[1] = 0
+        b[2] = mid >> 8
+        b[3] = mid & 0xFF
+        d = memoryview(b)[:4]
+        self.send(d, peer)
+        return d
+
+    def _remember(self, peer, mid, data):
+        n = len(data)
+        if n > _DD_SLOT:
+            return
+        i = self._ddi
+        self._ddi = (i + 1) % len(self._ddm)
+        self._ddp[i] = peer
+        self._ddm[i] = mid
+        self._ddl[i] = n
+        o = i * _DD_SLOT
+        self._ddb[o : o + n] = data
+
+    def _cached(self, peer, mid):
+        ms = self._ddm
+        for i in range(len(ms)):
+            if ms[i] == mid and self._ddp[i] == peer:
+                o = i * _DD_SLOT
+                return memoryview(self._ddb)[o : o + self._ddl[i]]
+        return None
+
+    # -- receiving
+    async def serve(self):
+        sock = self.sock
+        sock.setblocking(False)
+        q = asyncio.core._io_queue
+        while True:
+            yield q.queue_read(sock)
+            f = gc.mem_free()
+            if f < self.low:
+                self.low = f
+            for _ in range(_DRAIN):
+                try:
+                    data, peer = sock.recvfrom(_RXMAX)
+                except OSError:
+                    break
+                try:
+                    self.datagram(data, peer)
+                except Exception as e:  # a bug must not stop the node
+                    self.errs += 1
+                    print("openheap: error", repr(e))
+
+    def datagram(self, data, peer):
+        self.rx_m += 1
+        self.rx_b += len(data)
+        h = coap.header(data)
+        if h is None:  # too short or wrong version: silently ignored (4.2)
+            self.errs += 1
+            return
+        t, code, mid = h
+        m = self._m
+        try:
+            coap.parse(data, m)
+        except coap.FormatError:
+            self.errs += 1
+            if t == P.CON:  # reject (RFC 7252 4.2)
+                self._empty(P.RST, mid, peer)
+            return
+        m.peer = peer
+        if t == P.ACK or t == P.RST:
+            if t == P.RST:
+                self._drop_obs(peer, m.mid)
+            if self.client:
+                self.client.reply(m)
+            return
+        if code == P.EMPTY:  # CoAP ping (CON) or stray empty NON
+            if t == P.CON:
+                self._empty(P.RST, mid, peer)
+            return
+        if code >> 5:  # a response to one of our requests
+            if self.client:
+                self.client.reply(m)
+            if t == P.CON:
+                self._empty(P.ACK, mid, peer)
+            return
+        if t == P.CON:
+            d = self._cached(peer, mid)
+            if d is not None:
+                self.send(d, peer)
+                return
+        self._request(m, len(data) >= _RXMAX)
+
+    def _request(self, m, truncated):
+        rsp = self._rsp
+        rsp.reset()
+        crit = self._check_options(m)
+        if crit == 1:
+            if m.t != P.CON:  # NON with unknown critical option: reject
+                self._empty(P.RST, m.mid, m.peer)
+                return
+            rsp.err(P.BAD_OPTION, "unrecognised critical option")
+        elif crit == 2:
+            rsp.err(_PROXYING_NOT_SUPPORTED, "no proxying")
+        elif truncated:
+            rsp.err(P.REQUEST_ENTITY_TOO_LARGE, "datagram too large")
+            rsp.add(P.OPT_BLOCK1, coap.block_val(0, 1, self.szx))
+        else:
+            self._dispatch(m, rsp)
+        if rsp.code >= P.BAD_REQUEST:
+            self.errs += 1
+        if rsp.later is not None:
+            if m.t == P.CON:
+                self._remember(m.peer, m.mid, self._empty(P.ACK, m.mid, m.peer))
+            asyncio.create_task(self._separate(m.peer, m.tok, m.t, rsp.later))
+            return
+        d = self._respond(m.t, m.mid, m.tok, m.peer, rsp)
+        if m.t == P.CON and m.code != P.GET:
+            self._remember(m.peer, m.mid, d)
+
+    def _check_options(self, m):
+        # 0 fine, 1 unknown critical option (or repeated Block), 2 proxy.
+        nb1 = nb2 = 0
+        for n, _ in m.opts:
+            if n == 35 or n == 39:
+                return 2
+            if n == P.OPT_BLOCK1:
+                nb1 += 1
+            elif n == P.OPT_BLOCK2:
+                nb2 += 1
+            elif n & 1 and n not in _KNOWN:
+                return 1
+        return 1 if nb1 > 1 or nb2 > 1 else 0
+
+    def _dispatch(self, m, rsp):
+        path = m.opt_all(P.OPT_URI_PATH)
+        key = path[0] if path else ""
+        r = self.res.get(key)
+        if r is None:
+            if key == P.PATH_WELL_KNOWN:
+                from ohnode import wkc
+
+                r = self.res[key] = wkc.WellKnown(self)
+            else:
+                rsp.err(P.NOT_FOUND, "no such resource")
+                return
+        try:
+            r.handle(m, rsp, path[1:])
+        except coap.FormatError as e:
+            rsp.err(P.BAD_OPTION, str(e))
+        except MemoryError:
+            rsp.err(P.SERVICE_UNAVAILABLE, "out of memory")
+        except OSError as e:
+            rsp.err(P.INTERNAL_SERVER_ERROR, "os error %s" % e)
+
+    def _respond(self, t, mid, tok, peer, rsp, rt=None):
+        if rt is None:
+            rt = P.ACK if t == P.CON else P.NON
+            if rt == P.NON:
+                mid = self.next_mid()
+        opts = rsp.opts
+        if len(opts) > 1:
+            opts.sort(key=lambda o: o[0])
+        n = coap.build(self._tx, rt, rsp.code, mid, tok, opts, rsp.pl)
+        d = memoryview(self._tx)[:n]
+        self.send(d, peer)
+        return d
+
+    async def _separate(self, peer, tok, t, coro):
+        # Separate response (RFC 7252 5.2.2): CON, retransmitted until ACKed.
+        rsp = Rsp()
+        try:
+            await coro(rsp)
+        except Exception as e:
+            rsp.err(P.INTERNAL_SERVER_ERROR, repr(e))
+        if t != P.CON or self.client is None:
+            self._respond(P.NON, 0, tok, peer, rsp)
+            return
+        mid = self.next_mid()
+        opts = rsp.opts
+        opts.sort(key=lambda o: o[0])
+        n = coap.build(self._tx, P.CON, rsp.code, mid, tok, opts, rsp.pl)
+        try:
+            await self.client.exchange(peer, bytes(self._tx[:n]), mid)
+        except OSError:
+            pass
+
+    def next_mid(self):
+        return self.client.next_mid()
+
+    # -- block-wise responses (RFC 7959 2.4)
+    def block2(self, req, rsp, size, read):
+        # Answer the Block2 slice the request asks for; read(off, mv) fills
+        # mv with the representation's bytes at off and returns mv.
+        szx = self.szx
+        v = req.opt(P.OPT_BLOCK2)
+        num = 0
+        if v is not None:
+            num, _, s = coap.block_of(v)
+            if s < szx:
+                szx = s
+        bs = 1 << (szx + 4)
+        off = num * bs
+        if off > size or (off == size and num):
+            return rsp.err(P.BAD_OPTION, "block beyond end")
+        n = min(bs, size - off)
+        more = off + n < size
+        if more or v is not None:
+            rsp.add(P.OPT_BLOCK2, coap.block_val(num, more, szx))
+        if num == 0 and more:
+            rsp.add(P.OPT_SIZE2, size)
+        if n:
+            rsp.pl = read(off, memoryview(rsp.buf)[:n])
+        return rsp.code
+
+    # -- Observe (RFC 7641)
+    def observe(self, req, rsp, key):
+        # Register or deregister the requester; adds the Observe option.
+        v = req.opt_uint(P.OPT_OBSERVE)
+        if v is None:
+            return
+        obs = self.obs
+        for o in obs:
+            if o[1] == req.peer and o[2] == req.tok:
+                obs.remove(o)
+                break
+        if v == 0 and len(obs) < _MAX_OBS:
+            obs.append([key, req.peer, req.tok, 1])
+            rsp.add(P.OPT_OBSERVE, 1)
+
+    def _drop_obs(self, peer, mid):
+        for o in self.obs:
+            if o[1] == peer and len(o) > 4 and o[4] == mid:
+                self.obs.remove(o)
+                return
+
+    async def notify(self, key):
+        # Send the current state of resource key to its observers.
+        r = self.res.get(key)
+        for o in list(self.obs):
+            if o[0] != key:
+                continue
+            rsp = Rsp()
+            r.notify(rsp)
+            o[3] = (o[3] + 1) & 0xFFFFFF
+            rsp.add(P.OPT_OBSERVE, o[3])
+            mid = self.next_mid()
+            con = o[3] % _CON_EVERY == 0
+            n = coap.build(
+                self._tx, P.CON if con else P.NON, rsp.code, mid, o[2],
+                sorted(rsp.opts, key=lambda x: x[0]), rsp.pl,
+            )
+            d = bytes(self._tx[:n])
+            if len(o) > 4:
+                o[4] = mid
+            else:
+                o.append(mid)
+            if not con:
+                self.send(d, o[1])
+                continue
+            try:
+                await self.client.exchange(o[1], d, mid)
+            except OSError:  # observer gone (timeout or RST)
+                if o in self.obs:
+                    self.obs.remove(o)

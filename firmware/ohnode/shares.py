@@ -1,0 +1,361 @@
+# Share store on flash and its resource /s (see protocols/RESOURCES.md).
+# Layout: <root>/s/<si hex>/<shnum>; uploads stream block by block into
+# <root>/s/.up<slot> and are renamed into place once length and SHA-256
+# check out, so a crash never leaves a partial share under a real name.
+import os
+import hashlib
+import binascii
+from micropython import const
+from ohnode import coap
+from ohproto import const as P
+
+_SLOTS = const(2)  # concurrent uploads
+_IDLE_MS = const(60000)  # an upload silent this long is abandoned
+_ENOENT = const(2)
+_ENOSPC = const(28)
+
+
+def _si(s):
+    if len(s) != 32:
+        raise ValueError
+    binascii.unhexlify(s)  # raises ValueError when not hex
+    return s.lower()
+
+
+def _shnum(s):
+    n = int(s)
+    if n < 0 or n > P.MAX_SHNUM or str(n) != s:
+        raise ValueError
+    return n
+
+
+def _rm(p):
+    try:
+        os.remove(p)
+    except OSError:
+        pass
+
+
+class _Up:
+    # One Block1 upload in progress.
+    def __init__(self, peer, key, tmp, digest, size, now):
+        self.peer = peer
+        self.key = key
+        self.tmp = tmp
+        self.f = open(tmp, "wb")
+        self.h = hashlib.sha256()
+        self.digest = digest
+        self.size = size  # declared by Size1, or None
+        self.off = 0
+        self.last = 0  # offset of the last block taken, for retransmissions
+        self.t = now
+
+
+class Shares:
+    def __init__(self, srv, root, cfg, ticks):
+        self._srv = srv
+        self._d = root + "/s"
+        self._max = cfg.get("max_share", 1 << 20)
+        self._maxn = cfg.get("max_shares", 256)
+        self._reserve = 4 * cfg.get("block_size", 4096)
+        self._ticks = ticks  # (ticks_ms, ticks_diff)
+        self._up = [None] * _SLOTS
+        self.changed = None  # callback when the set of shares changes
+        self.count = 0
+        self._scan()
+
+    def _scan(self):
+        # Count shares and remove leftovers of uploads cut by a reset.
+        d = self._d
+        try:
+            os.mkdir(d)
+        except OSError:
+            pass
+        n = 0
+        for e in os.ilistdir(d):
+            if e[0].startswith(".up"):
+                _rm(d + "/" + e[0])
+            elif e[1] == 0x4000:
+                for _ in os.ilistdir(d + "/" + e[0]):
+                    n += 1
+        self.count = n
+
+    def stat(self):
+        # (free, total) bytes of the filesystem.
+        s = os.statvfs(self._d)
+        return s[0] * s[4], s[0] * s[2]
+
+    def free(self):
+        f = self.stat()[0] - self._reserve
+        return f if f > 0 else 0
+
+    # -- resource
+    def handle(self, req, rsp, path):
+        n = len(path)
+        m = req.code
+        if n == 0:
+            if m != P.GET:
+                return rsp.err(P.METHOD_NOT_ALLOWED, "GET only")
+            return self._list(req, rsp)
+        if n > 2:
+            return rsp.err(P.NOT_FOUND, "no such resource")
+        try:
+            si = _si(path[0])
+            num = _shnum(path[1]) if n == 2 else None
+        except ValueError:
+            return rsp.err(P.BAD_REQUEST, "bad storage index or share number")
+        if n == 1:
+            if m == P.GET:
+                return self._set(req, rsp, si)
+            if m == P.DELETE:
+                return self._delete_all(rsp, si)
+            return rsp.err(P.METHOD_NOT_ALLOWED, "GET or DELETE")
+        p = "%s/%s/%d" % (self._d, si, num)
+        if m == P.GET:
+            return self._get(req, rsp, p)
+        if m == P.PUT:
+            return self._put(req, rsp, si, p)
+        if m == P.DELETE:
+            return self._delete(rsp, si, p)
+        return rsp.err(P.METHOD_NOT_ALLOWED, "GET, PUT or DELETE")
+
+    def _entries(self, si):
+        d = self._d + "/" + si
+        return [[int(e[0]), e[3]] for e in os.ilistdir(d)]
+
+    def _list(self, req, rsp):
+        from ohproto import cbor
+
+        out = []
+        for e in os.ilistdir(self._d):
+            if e[1] == 0x4000:
+                out.append([binascii.unhexlify(e[0]), self._entries(e[0])])
+        free, total = self.stat()
+        body = cbor.dumps(
+            {P.LS_FREE: free, P.LS_TOTAL: total, P.LS_COUNT: self.count,
+             P.LS_SHARES: out, P.LS_MAX_SHARE: self._max}
+        )
+        return self._body(req, rsp, body)
+
+    def _body(self, req, rsp, body):
+        rsp.add(P.OPT_CONTENT_FORMAT, P.CF_CBOR)
+
+        def rd(off, mv):
+            mv[:] = body[off : off + len(mv)]
+            return mv
+
+        return self._srv.block2(req, rsp, len(body), rd)
+
+    def _set(self, req, rsp, si):
+        from ohproto import cbor
+
+        try:
+            ents = self._entries(si)
+        except OSError:
+            ents = None
+        if not ents:
+            return rsp.err(P.NOT_FOUND, "no shares")
+        return self._body(req, rsp, cbor.dumps(ents))
+
+    def _get(self, req, rsp, p):
+        try:
+            f = open(p, "rb")
+        except OSError:
+            return rsp.err(P.NOT_FOUND, "no such share")
+        try:
+            size = f.seek(0, 2)
+
+            def rd(off, mv):
+                f.seek(off)
+                f.readinto(mv)
+                return mv
+
+            rsp.add(P.OPT_CONTENT_FORMAT, P.CF_OCTET_STREAM)
+            return self._srv.block2(req, rsp, size, rd)
+        finally:
+            f.close()
+
+    def _delete(self, rsp, si, p):
+        try:
+            os.remove(p)
+        except OSError:
+            return rsp.err(P.NOT_FOUND, "no such share")
+        self.count -= 1
+        self._prune(si)
+        rsp.code = P.DELETED
+        self._changed()
+
+    def _delete_all(self, rsp, si):
+        d = self._d + "/" + si
+        try:
+            names = [e[0] for e in os.ilistdir(d)]
+        except OSError:
+            names = ()
+        if not names:
+            return rsp.err(P.NOT_FOUND, "no shares")
+        for nm in names:
+            os.remove(d + "/" + nm)
+            self.count -= 1
+        self._prune(si)
+        rsp.code = P.DELETED
+        self._changed()
+
+    def _prune(self, si):
+        try:
+            os.rmdir(self._d + "/" + si)
+        except OSError:  # not empty
+            pass
+
+    def _changed(self):
+        if self.changed:
+            self.changed()
+
+    # -- uploads (RFC 7959 2.5: Block1)
+    def _find(self, peer, key):
+        for u in self._up:
+            if u is not None and u.key == key and u.peer == peer:
+                return u
+        return None
+
+    def _drop(self, u):
+        try:
+            u.f.close()
+        except OSError:
+            pass
+        _rm(u.tmp)
+        self._up[self._up.index(u)] = None
+
+    def _expire(self, now):
+        diff = self._ticks[1]
+        for u in self._up:
+            if u is not None and diff(now, u.t) > _IDLE_MS:
+                self._drop(u)
+
+    def _start(self, req, rsp, key, size, now):
+        q = None
+        for s in req.opt_all(P.OPT_URI_QUERY):
+            if s.startswith(P.QUERY_HASH):
+                q = s[2:]
+        try:
+            if len(q) != 2 * P.HASH_LEN:
+                raise ValueError
+            digest = binascii.unhexlify(q)
+        except (TypeError, ValueError):
+            rsp.err(P.BAD_REQUEST, "need h=<sha256 hex> query")
+            return None
+        if self.count + self._active() >= self._maxn:
+            rsp.err(P.SERVICE_UNAVAILABLE, "share limit reached")
+            return None
+        need = size if size is not None else len(req.pl)
+        if need > self.free():
+            rsp.err(P.SERVICE_UNAVAILABLE, "no space")
+            return None
+        for i in range(_SLOTS):
+            if self._up[i] is None:
+                u = _Up(req.peer, key, "%s/.up%d" % (self._d, i), digest, size, now)
+                self._up[i] = u
+                return u
+        rsp.err(P.SERVICE_UNAVAILABLE, "too many uploads")
+        rsp.add(P.OPT_MAX_AGE, 5)
+        return None
+
+    def _active(self):
+        return _SLOTS - self._up.count(None)
+
+    def _too_large(self, rsp):
+        rsp.err(P.REQUEST_ENTITY_TOO_LARGE, "share too large")
+        rsp.add(P.OPT_SIZE1, self._max)
+
+    def _put(self, req, rsp, si, p):
+        b1 = req.opt(P.OPT_BLOCK1)
+        num, more, szx = (0, 0, P.MAX_BLOCK_SZX) if b1 is None else coap.block_of(b1)
+        pl = req.pl
+        ln = len(pl)
+        bs = 1 << (szx + 4)
+        if more and ln != bs:
+            return rsp.err(P.BAD_REQUEST, "block size mismatch")
+        off = num * bs
+        now = self._ticks[0]()
+        self._expire(now)
+        u = self._find(req.peer, p)
+        if num == 0:
+            if u is not None:  # a new transfer of the same share restarts
+                self._drop(u)
+            size = req.opt_uint(P.OPT_SIZE1)
+            if (size is not None and size > self._max) or ln > self._max:
+                return self._too_large(rsp)
+            u = self._start(req, rsp, p, size, now)
+            if u is None:
+                return rsp.code
+        elif u is None:
+            return rsp.err(P.REQUEST_ENTITY_INCOMPLETE, "no upload in progress")
+        elif off == u.last and off + ln == u.off:  # retransmitted last block
+            return self._ack(rsp, b1, num, more, szx)
+        elif off != u.off:
+            self._drop(u)
+            return rsp.err(P.REQUEST_ENTITY_INCOMPLETE, "block out of sequence")
+        if u.off + ln > self._max:
+            self._drop(u)
+            return self._too_large(rsp)
+        if u.size is not None and u.off + ln > u.size:
+            self._drop(u)
+            return rsp.err(P.BAD_REQUEST, "more data than Size1")
+        try:
+            u.f.write(pl)
+        except OSError as e:
+            self._drop(u)
+            if e.errno == _ENOSPC:
+                return rsp.err(P.SERVICE_UNAVAILABLE, "no space")
+            raise
+        u.h.update(pl)
+        u.last = u.off
+        u.off += ln
+        u.t = now
+        if more:
+            return self._ack(rsp, b1, num, more, szx)
+        return self._commit(rsp, u, si, p, b1, num, szx)
+
+    def _ack(self, rsp, b1, num, more, szx):
+        if more:
+            rsp.code = P.CONTINUE
+            # Ask for smaller blocks when the client's are too large (2.3).
+            rsp.add(P.OPT_BLOCK1, coap.block_val(num, 1, min(szx, self._srv.szx)))
+        else:
+            rsp.code = P.CHANGED
+            if b1 is not None:
+                rsp.add(P.OPT_BLOCK1, coap.block_val(num, 0, szx))
+        return rsp.code
+
+    def _commit(self, rsp, u, si, p, b1, num, szx):
+        u.f.close()
+        ok_len = u.size is None or u.size == u.off
+        ok = u.h.digest() == u.digest
+        if not (ok and ok_len):
+            self._drop(u)
+            return rsp.err(P.BAD_REQUEST, "hash mismatch" if ok_len else "length mismatch")
+        d = self._d + "/" + si
+        try:
+            os.mkdir(d)
+        except OSError:
+            pass
+        try:
+            os.stat(p)
+            old = True
+        except OSError:
+            old = False
+        try:
+            if old:
+                os.remove(p)
+            os.rename(u.tmp, p)
+        except OSError:
+            self._drop(u)
+            self._prune(si)
+            return rsp.err(P.SERVICE_UNAVAILABLE, "no space")
+        self._up[self._up.index(u)] = None
+        if not old:
+            self.count += 1
+        rsp.code = P.CHANGED if old else P.CREATED
+        if b1 is not None:
+            rsp.add(P.OPT_BLOCK1, coap.block_val(num, 0, szx))
+        self._changed()
+        return rsp.code

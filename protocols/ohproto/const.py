@@ -1,0 +1,99 @@
+# openheap wire contract: the numbers both sides use.
+# Runs unchanged on MicroPython (firmware) and CPython (host); never copied.
+# See protocols/RESOURCES.md for the resource table and protocols/*.cddl for
+# the payload schemas.
+try:
+    from micropython import const
+except ImportError:  # CPython
+    def const(x):
+        return x
+
+PROTO_VERSION = const(1)
+
+# -- CoAP message types (RFC 7252 3)
+CON = const(0)
+NON = const(1)
+ACK = const(2)
+RST = const(3)
+
+# -- CoAP codes, class << 5 | detail. Only what the protocol uses: the host
+# takes the rest of RFC 7252's numbers from aiocoap.numbers.
+EMPTY = const(0x00)
+GET = const(0x01)
+PUT = const(0x03)
+DELETE = const(0x04)
+CREATED = const(0x41)  # 2.01
+DELETED = const(0x42)  # 2.02
+CHANGED = const(0x44)  # 2.04
+CONTENT = const(0x45)  # 2.05
+CONTINUE = const(0x5F)  # 2.31 (RFC 7959)
+BAD_REQUEST = const(0x80)  # 4.00
+BAD_OPTION = const(0x82)  # 4.02
+NOT_FOUND = const(0x84)  # 4.04
+METHOD_NOT_ALLOWED = const(0x85)  # 4.05
+REQUEST_ENTITY_INCOMPLETE = const(0x88)  # 4.08 (RFC 7959)
+REQUEST_ENTITY_TOO_LARGE = const(0x8D)  # 4.13
+INTERNAL_SERVER_ERROR = const(0xA0)  # 5.00
+SERVICE_UNAVAILABLE = const(0xA3)  # 5.03
+
+# -- CoAP options (RFC 7252 5.10, 7641, 7959)
+OPT_OBSERVE = const(6)
+OPT_URI_PATH = const(11)
+OPT_CONTENT_FORMAT = const(12)
+OPT_MAX_AGE = const(14)
+OPT_URI_QUERY = const(15)
+OPT_BLOCK2 = const(23)
+OPT_BLOCK1 = const(27)
+OPT_SIZE2 = const(28)
+OPT_SIZE1 = const(60)
+
+# -- content formats
+CF_LINK_FORMAT = const(40)
+CF_OCTET_STREAM = const(42)
+CF_CBOR = const(60)
+
+# -- transmission parameters (RFC 7252 4.8), in milliseconds where timed
+ACK_TIMEOUT_MS = const(2000)
+ACK_RANDOM_FACTOR_PCT = const(150)
+MAX_RETRANSMIT = const(4)
+DEFAULT_PORT = const(5683)
+MAX_BLOCK_SZX = const(6)  # 1024-byte blocks (RFC 7959 2.2)
+
+# -- resource paths (first Uri-Path segment); one letter each: radio time
+PATH_SHARES = "s"  # /s, /s/<si>, /s/<si>/<shnum>
+PATH_STATUS = "i"  # node information and counters, observable
+PATH_WELL_KNOWN = ".well-known"
+
+# -- resource types advertised in /.well-known/core (RFC 6690)
+RT_SHARES = "oh.s"
+RT_STATUS = "oh.i"
+
+# -- storage
+SI_LEN = const(16)  # storage index, bytes; 32 hex characters in the path
+HASH_LEN = const(32)  # SHA-256
+MAX_SHNUM = const(255)  # zfec: n <= 256
+QUERY_HASH = "h="  # Uri-Query carrying the share's SHA-256 in hex
+
+# -- status map keys (CBOR map, schema "status" in protocols/openheap.cddl)
+ST_NAME = const(0)
+ST_BOARD = const(1)
+ST_FIRMWARE = const(2)
+ST_UPTIME = const(3)  # seconds
+ST_HEAP_FREE = const(4)
+ST_HEAP_TOTAL = const(5)
+ST_FS_FREE = const(6)
+ST_FS_TOTAL = const(7)
+ST_SHARES = const(8)  # number of shares held
+ST_RX_MSGS = const(9)
+ST_TX_MSGS = const(10)
+ST_RX_BYTES = const(11)
+ST_TX_BYTES = const(12)
+ST_HEAP_PEAK = const(13)  # most heap in use seen between datagrams
+ST_ERRORS = const(14)  # datagrams answered with an error or dropped
+
+# -- share listing map keys (schema "share-list")
+LS_FREE = const(0)
+LS_TOTAL = const(1)
+LS_COUNT = const(2)
+LS_SHARES = const(3)  # [[si, [[shnum, size], ...]], ...]
+LS_MAX_SHARE = const(4)  # largest share this node accepts
