@@ -14,7 +14,7 @@ the way a port's boot code does, then imports ``main``. Measured: the
 firmware's resident heap drops from about 45 KB (``.mpy`` files loaded into
 the heap) to about 26 KB on the 64-bit unix port.
 
-Usage: ``python -m openheap.sim.vboard CONFIG.json`` where the config has the
+Usage: ``python -m openheap.sim.vboard [-X heapsize=BYTES] CONFIG.json`` where the config has the
 keys in docs/ARCHITECTURE.md plus ``romfs`` (image path) and ``heap``.
 """
 
@@ -61,8 +61,11 @@ def build_romfs(bundle: Path, out: Path) -> Path:
     return out
 
 
-def run(config_path: str) -> int:
-    """Start the board described by ``config_path``; returns its exit status."""
+def run(config_path: str, heap: int | None = None) -> int:
+    """Start the board described by ``config_path``; returns its exit status.
+
+    ``heap`` (bytes) overrides the config's ``heap`` key.
+    """
     import micropython_run
 
     with open(config_path) as f:
@@ -70,7 +73,8 @@ def run(config_path: str) -> int:
     image = Path(cfg["romfs"]).read_bytes()
     flash = ctypes.create_string_buffer(image, len(image))
     os.environ[ROMFS_ENV] = "%d:%d" % (ctypes.addressof(flash), len(image))
-    heap = int(cfg.get("heap", 65536))
+    if heap is None:
+        heap = int(cfg.get("heap", 65536))
     argv = ["micropython", "-X", "heapsize=%d" % heap, "-c", BOOT, config_path]
     status = micropython_run.run_main(argv)
     del flash
@@ -78,11 +82,15 @@ def run(config_path: str) -> int:
 
 
 def main() -> None:
-    if len(sys.argv) != 2:
-        sys.stderr.write("usage: python -m openheap.sim.vboard CONFIG.json\n")
+    args = sys.argv[1:]
+    heap = None
+    if len(args) == 3 and args[0] == "-X" and args[1].startswith("heapsize="):
+        heap = int(args[1].split("=", 1)[1])
+        args = args[2:]
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m openheap.sim.vboard [-X heapsize=BYTES] CONFIG.json\n")
         sys.exit(2)
-    sys.stdout.flush()
-    sys.exit(run(sys.argv[1]))
+    sys.exit(run(args[0], heap))
 
 
 if __name__ == "__main__":

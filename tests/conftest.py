@@ -1,0 +1,201 @@
+"""Shared pytest fixtures.
+
+* ``oh_home``  a temporary openheap home (``OPENHEAP_HOME`` points at it).
+* ``fleet``    a :class:`openheap.sim.fleet.Fleet` in that home; every board
+  it started is stopped afterwards, and any process still running from the
+  home is killed, whatever the test did.
+* ``boards``   ``fleet.up(n)`` with n from ``@pytest.mark.nodes(n)`` (default 3).
+* ``stub_firmware``  a tiny stand-in node (``OPENHEAP_FIRMWARE_DIR``) for
+  tests of the virtual-board machinery that should not depend on the real
+  firmware. Datagrams: ``reset`` exits with status 3 (watchdog), ``crash``
+  exits with status 1, anything else is echoed back as ``echo:<data>``. It
+  counts its boots in ``/boots`` on its flash image.
+* ``run_cli``  runs the real ``openheap`` command in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+STUB_MAIN = r'''
+# Stand-in openheap node for tests of the virtual-board machinery.
+import sys, json, socket, vfs
+
+cfg = json.load(open(sys.argv[1]))
+
+
+class Dev:
+    def __init__(self, path, bs):
+        self.f = open(path, "r+b")
+        self.bs = bs
+        self.n = self.f.seek(0, 2) // bs
+
+    def readblocks(self, n, buf, off=0):
+        self.f.seek(n * self.bs + off)
+        self.f.readinto(buf)
+
+    def writeblocks(self, n, buf, off=None):
+        self.f.seek(n * self.bs + (off or 0))
+        self.f.write(buf)
+
+    def ioctl(self, op, arg):
+        if op == 3:
+            self.f.flush()
+        if op == 4:
+            return self.n
+        if op == 5:
+            return self.bs
+        return 0
+
+
+vfs.mount(vfs.VfsLfs2(Dev(cfg["image"], cfg["block_size"])), "/flash")
+try:
+    with open("/flash/boots") as f:
+        boots = int(f.read())
+except OSError:
+    boots = 0
+with open("/flash/boots", "w") as f:
+    f.write(str(boots + 1))
+vfs.umount("/flash")
+
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(socket.getaddrinfo(cfg["host"], cfg["port"])[0][-1])
+print("openheap node %s listening on %s:%d" % (cfg["name"], cfg["host"], cfg["port"]))
+while True:
+    data, addr = s.recvfrom(1500)
+    if data == b"reset":
+        sys.exit(3)
+    if data == b"crash":
+        sys.exit(1)
+    s.sendto(b"echo:" + data, addr)
+'''
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "nodes(n): number of virtual boards the `boards` fixture starts")
+
+
+def _processes_under(home: Path) -> list[int]:
+    """Pids whose command line mentions ``home`` (supervisors and boards of a test home)."""
+    pids = []
+    needle = str(home).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            pass
+    return pids
+
+
+def reap(home: Path) -> list[int]:
+    """SIGKILL every process left running from ``home``; return their pids."""
+    pids = _processes_under(home)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.fixture
+def oh_home(tmp_path, monkeypatch):
+    """A fresh openheap home; processes started from it are killed at the end."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("OPENHEAP_HOME", str(home))
+    yield home
+    reap(home)
+
+
+@pytest.fixture(scope="session")
+def _stub_dirs(tmp_path_factory):
+    src = tmp_path_factory.mktemp("stubfw")
+    (src / "main.py").write_text(STUB_MAIN)
+    return src, tmp_path_factory.mktemp("stubbuild")
+
+
+@pytest.fixture
+def stub_firmware(_stub_dirs, monkeypatch):
+    """Point the bundle at the stand-in node (see module docstring)."""
+    src, build = _stub_dirs
+    monkeypatch.setenv("OPENHEAP_FIRMWARE_DIR", str(src))
+    monkeypatch.setenv("OPENHEAP_BUILD_DIR", str(build))
+    return src
+
+
+@pytest.fixture
+def fleet(oh_home):
+    """A Fleet in ``oh_home``; all its boards are stopped after the test."""
+    from openheap.sim.fleet import Fleet
+
+    f = Fleet(oh_home)
+    try:
+        yield f
+    finally:
+        try:
+            f.down(timeout=5)
+        finally:
+            leaked = reap(oh_home)
+            assert not leaked, "processes still running after fleet.down(): %s" % leaked
+
+
+@pytest.fixture
+def boards(fleet, request):
+    """Start the number of boards given by ``@pytest.mark.nodes(n)`` (default 3)."""
+    marker = request.node.get_closest_marker("nodes")
+    n = marker.args[0] if marker else 3
+    return fleet.up(n)
+
+
+def openheap_command() -> list[str]:
+    """The installed ``openheap`` script next to this Python, else ``python -m``."""
+    script = Path(sys.executable).parent / "openheap"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", "openheap.cli.main"]
+
+
+@pytest.fixture
+def run_cli():
+    """``run_cli(*args, check=True)`` -> CompletedProcess of the real CLI (text mode)."""
+
+    def run(*args, check=True, timeout=60):
+        proc = subprocess.run(
+            openheap_command() + [str(a) for a in args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                "openheap %s exited %d\nstdout: %s\nstderr: %s"
+                % (" ".join(map(str, args)), proc.returncode, proc.stdout, proc.stderr)
+            )
+        return proc
+
+    return run
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05):
+    """Poll ``predicate`` until it returns a true value; return it (or fail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within %g s" % timeout)
+        time.sleep(interval)
