@@ -21,8 +21,8 @@ _KNOWN = (1, 3, 5, 6, 7, 11, 12, 14, 15, 17, 23, 27, 28, 35, 39, 60, 258)
 
 class Rsp:
     # The response being built; reused for every request.
-    def __init__(self):
-        self.buf = bytearray(_BUF)  # payload scratch space for resources
+    def __init__(self, size=_BUF):
+        self.buf = bytearray(size)  # payload scratch space for resources
         self.reset()
 
     def reset(self):
@@ -247,7 +247,7 @@ class Server:
 
     async def _separate(self, peer, tok, t, coro):
         # Separate response (RFC 7252 5.2.2): CON, retransmitted until ACKed.
-        rsp = Rsp()
+        rsp = Rsp(0)
         try:
             await coro(rsp)
         except Exception as e:
@@ -319,7 +319,7 @@ class Server:
         for o in list(self.obs):
             if o[0] != key:
                 continue
-            rsp = Rsp()
+            rsp = Rsp(0)
             r.notify(rsp)
             o[3] = (o[3] + 1) & 0xFFFFFF
             rsp.add(P.OPT_OBSERVE, o[3])

@@ -11,6 +11,7 @@ from ohproto import const as P
 
 _SLOTS = const(2)  # concurrent uploads
 _IDLE_MS = const(60000)  # an upload silent this long is abandoned
+_SYNC_DELETES = const(4)  # DELETE /s/<si> of more files answers separately
 _ENOENT = const(2)
 _ENOSPC = const(28)
 
@@ -193,8 +194,27 @@ class Shares:
             names = ()
         if not names:
             return rsp.err(P.NOT_FOUND, "no shares")
+        if len(names) <= _SYNC_DELETES:
+            return self._remove(rsp, si, names)
+
+        # Many files: flash erases take a while on a real board, so answer
+        # with an empty ACK now and send 2.02 as a separate response
+        # (RFC 7252 5.2.2), yielding to other requests between files.
+        async def later(r):
+            import asyncio
+
+            for nm in names[_SYNC_DELETES:]:
+                _rm(d + "/" + nm)
+                self.count -= 1
+                await asyncio.sleep_ms(0)
+            self._remove(r, si, names[:_SYNC_DELETES])
+
+        rsp.later = later
+
+    def _remove(self, rsp, si, names):
+        d = self._d + "/" + si
         for nm in names:
-            os.remove(d + "/" + nm)
+            _rm(d + "/" + nm)
             self.count -= 1
         self._prune(si)
         rsp.code = P.DELETED

