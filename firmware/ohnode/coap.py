@@ -118,6 +118,19 @@ def parse(buf, m):
     return m
 
 
+def sort_opts(opts):
+    # Stable in-place sort by option number (MicroPython's list.sort is not
+    # stable, and repeated options must keep their order).
+    for i in range(1, len(opts)):
+        x = opts[i]
+        j = i - 1
+        while j >= 0 and opts[j][0] > x[0]:
+            opts[j + 1] = opts[j]
+            j -= 1
+        opts[j + 1] = x
+    return opts
+
+
 def _nib(v):
     if v < 13:
         return v, 0
@@ -139,8 +152,15 @@ def _put_ext(buf, p, v, k):
 def build(buf, t, code, mid, tok, opts, pl):
     # Write a message into bytearray buf; opts is [(number, bytes)] sorted by
     # number; pl is bytes-like or None. Returns the length. Raises ValueError
-    # (or IndexError) when it does not fit.
+    # when it does not fit (slice assignment would silently grow buf).
     tkl = len(tok)
+    room = len(buf) - 4 - tkl - (len(pl) + 1 if pl else 0)
+    last = 0
+    for num, v in opts:
+        room -= 1 + _nib(num - last)[1] + _nib(len(v))[1] + len(v)
+        last = num
+    if room < 0 or tkl > 8:
+        raise ValueError("message too large")
     buf[0] = (_VERSION << 6) | (t << 4) | tkl
     buf[1] = code
     buf[2] = mid >> 8

@@ -237,10 +237,7 @@ class Server:
             rt = P.ACK if t == P.CON else P.NON
             if rt == P.NON:
                 mid = self.next_mid()
-        opts = rsp.opts
-        if len(opts) > 1:
-            opts.sort(key=lambda o: o[0])
-        n = coap.build(self._tx, rt, rsp.code, mid, tok, opts, rsp.pl)
+        n = coap.build(self._tx, rt, rsp.code, mid, tok, coap.sort_opts(rsp.opts), rsp.pl)
         d = memoryview(self._tx)[:n]
         self.send(d, peer)
         return d
@@ -256,9 +253,7 @@ class Server:
             self._respond(P.NON, 0, tok, peer, rsp)
             return
         mid = self.next_mid()
-        opts = rsp.opts
-        opts.sort(key=lambda o: o[0])
-        n = coap.build(self._tx, P.CON, rsp.code, mid, tok, opts, rsp.pl)
+        n = coap.build(self._tx, P.CON, rsp.code, mid, tok, coap.sort_opts(rsp.opts), rsp.pl)
         try:
             await self.client.exchange(peer, bytes(self._tx[:n]), mid)
         except OSError:
@@ -327,7 +322,7 @@ class Server:
             con = o[3] % _CON_EVERY == 0
             n = coap.build(
                 self._tx, P.CON if con else P.NON, rsp.code, mid, o[2],
-                sorted(rsp.opts, key=lambda x: x[0]), rsp.pl,
+                coap.sort_opts(rsp.opts), rsp.pl,
             )
             d = bytes(self._tx[:n])
             if len(o) > 4:

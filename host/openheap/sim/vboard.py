@@ -31,14 +31,14 @@ from pathlib import Path
 ROMFS_ENV = "OPENHEAP_ROMFS"
 
 # Runs inside MicroPython: the port's boot code, as on a board with ROMFS.
-BOOT = (
+MOUNT = (
     "import vfs,uctypes,os,sys\n"
     "a,n=os.getenv('" + ROMFS_ENV + "').split(':')\n"
     "vfs.mount(vfs.VfsRom(uctypes.bytearray_at(int(a),int(n))),'/rom')\n"
     "sys.path.insert(0,'/rom')\n"
     "del a,n,vfs,uctypes,os\n"
-    "import main\n"
 )
+BOOT = MOUNT + "import main\n"
 
 
 def build_romfs(bundle: Path, out: Path) -> Path:
@@ -61,34 +61,65 @@ def build_romfs(bundle: Path, out: Path) -> Path:
     return out
 
 
-def run(config_path: str, heap: int | None = None) -> int:
-    """Start the board described by ``config_path``; returns its exit status.
+def run_micropython(romfs: str | os.PathLike, heap: int, code: str, args: list[str]) -> int:
+    """Run MicroPython with ``romfs`` as its flash and ``code`` as its boot code.
 
-    ``heap`` (bytes) overrides the config's ``heap`` key.
+    ``code`` runs after the ROMFS is mounted at ``/rom`` (first on
+    ``sys.path``); ``args`` become ``sys.argv[1:]``. Returns the exit status.
+    Runs in this process (``run_main`` takes it over until MicroPython exits).
     """
     import micropython_run
 
-    with open(config_path) as f:
-        cfg = json.load(f)
-    image = Path(cfg["romfs"]).read_bytes()
+    image = Path(romfs).read_bytes()
     flash = ctypes.create_string_buffer(image, len(image))
     os.environ[ROMFS_ENV] = "%d:%d" % (ctypes.addressof(flash), len(image))
-    if heap is None:
-        heap = int(cfg.get("heap", 65536))
-    argv = ["micropython", "-X", "heapsize=%d" % heap, "-c", BOOT, config_path]
+    argv = ["micropython", "-X", "heapsize=%d" % heap, "-c", MOUNT + code] + list(args)
+    sys.stdout.flush()
     status = micropython_run.run_main(argv)
     del flash
     return int(status or 0)
 
 
+def run(config_path: str, heap: int | None = None) -> int:
+    """Start the board described by ``config_path``; returns its exit status.
+
+    ``heap`` (bytes) overrides the config's ``heap`` key.
+    """
+    with open(config_path) as f:
+        cfg = json.load(f)
+    if heap is None:
+        heap = int(cfg.get("heap", 65536))
+    return run_micropython(cfg["romfs"], heap, "import main\n", [config_path])
+
+
+def run_script(romfs: str | os.PathLike, heap: int, script: str | os.PathLike) -> int:
+    """Run a MicroPython test script with the firmware in ROMFS, as a board would.
+
+    The script is imported as a module from its own folder (appended to
+    ``sys.path``), so its source streams from the file into the compiler.
+    """
+    script = Path(script).resolve()
+    # A compiled copy in the ROMFS (first on sys.path) wins over the source.
+    code = "sys.path.append(%r)\n__import__(%r)\n" % (str(script.parent), script.stem)
+    return run_micropython(romfs, heap, code, [str(script)])
+
+
+USAGE = (
+    "usage: python -m openheap.sim.vboard [-X heapsize=BYTES] CONFIG.json\n"
+    "       python -m openheap.sim.vboard [-X heapsize=BYTES] --romfs IMAGE --script FILE.py\n"
+)
+
+
 def main() -> None:
     args = sys.argv[1:]
     heap = None
-    if len(args) == 3 and args[0] == "-X" and args[1].startswith("heapsize="):
+    if len(args) >= 2 and args[0] == "-X" and args[1].startswith("heapsize="):
         heap = int(args[1].split("=", 1)[1])
         args = args[2:]
+    if len(args) == 4 and args[0] == "--romfs" and args[2] == "--script":
+        sys.exit(run_script(args[1], heap or 65536, args[3]))
     if len(args) != 1:
-        sys.stderr.write("usage: python -m openheap.sim.vboard [-X heapsize=BYTES] CONFIG.json\n")
+        sys.stderr.write(USAGE)
         sys.exit(2)
     sys.exit(run(args[0], heap))
 
