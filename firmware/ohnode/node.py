@@ -43,9 +43,12 @@ async def _run(plat, cfg, root):
     import gc
 
     plat.wdt_start(_WDT_MS)
-    host = await plat.net_up(cfg)
+    ip = await plat.net_up(cfg)
     port = cfg.get("port", P.DEFAULT_PORT)
-    ai = socket.getaddrinfo(cfg.get("host", host), port, 0, socket.SOCK_DGRAM)[0]
+    # Real boards bind the wildcard address, so a new DHCP lease after a
+    # reconnect does not strand the socket; virtual ones bind loopback.
+    host = cfg.get("host", "0.0.0.0")
+    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_DGRAM)[0]
     sock = socket.socket(ai[0], socket.SOCK_DGRAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -65,7 +68,7 @@ async def _run(plat, cfg, root):
 
     sh.changed = changed
     asyncio.create_task(_feeder(plat, srv, st, cfg.get("status_period", 5)))
-    print("openheap node %s listening on %s:%d" % (cfg.get("name", "?"), cfg.get("host", host), port))
+    print("openheap node %s listening on %s:%d" % (cfg.get("name", "?"), cfg.get("host", ip), port))
     gc.collect()
     # Collect often: short-lived garbage is then freed before it spreads the
     # long-lived objects over the heap (fragmentation kills 1 KB buffers).
