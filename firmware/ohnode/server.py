@@ -116,19 +116,24 @@ class Server:
         q = asyncio.core._io_queue
         while True:
             yield q.queue_read(sock)
-            f = gc.mem_free()
-            if f < self.low:
-                self.low = f
             for _ in range(_DRAIN):
                 try:
                     data, peer = sock.recvfrom(_RXMAX)
                 except OSError:
+                    break
+                except MemoryError:  # datagram lost; the sender retransmits
+                    self.errs += 1
+                    gc.collect()
                     break
                 try:
                     self.datagram(data, peer)
                 except Exception as e:  # a bug must not stop the node
                     self.errs += 1
                     print("openheap: error", repr(e))
+            # Sample heap use after the work, garbage included: the peak.
+            f = gc.mem_free()
+            if f < self.low:
+                self.low = f
 
     def datagram(self, data, peer):
         self.rx_m += 1
@@ -176,6 +181,7 @@ class Server:
         crit = self._check_options(m)
         if crit == 1:
             if m.t != P.CON:  # NON with unknown critical option: reject
+                self.errs += 1
                 self._empty(P.RST, m.mid, m.peer)
                 return
             rsp.err(P.BAD_OPTION, "unrecognised critical option")
@@ -212,7 +218,11 @@ class Server:
         return 1 if nb1 > 1 or nb2 > 1 else 0
 
     def _dispatch(self, m, rsp):
-        path = m.opt_all(P.OPT_URI_PATH)
+        try:
+            path = m.opt_all(P.OPT_URI_PATH)
+        except UnicodeError:
+            rsp.err(P.BAD_REQUEST, "Uri-Path is not UTF-8")
+            return
         key = path[0] if path else ""
         r = self.res.get(key)
         if r is None:
@@ -225,8 +235,10 @@ class Server:
                 return
         try:
             r.handle(m, rsp, path[1:])
-        except coap.FormatError as e:
-            rsp.err(P.BAD_OPTION, str(e))
+        except coap.FormatError as e:  # e.g. SZX 7: 4.00 (RFC 7959 2.2)
+            rsp.err(P.BAD_REQUEST, str(e))
+        except UnicodeError:
+            rsp.err(P.BAD_REQUEST, "option is not UTF-8")
         except MemoryError:
             rsp.err(P.SERVICE_UNAVAILABLE, "out of memory")
         except OSError as e:
@@ -268,13 +280,16 @@ class Server:
         # mv with the representation's bytes at off and returns mv.
         szx = self.szx
         v = req.opt(P.OPT_BLOCK2)
-        num = 0
+        off = 0
         if v is not None:
             num, _, s = coap.block_of(v)
+            off = num << (s + 4)
             if s < szx:
                 szx = s
+        # Larger blocks asked for than we use: same byte offset, our block
+        # size, renumbered (RFC 7959 2.4).
         bs = 1 << (szx + 4)
-        off = num * bs
+        num = off // bs
         if off > size or (off == size and num):
             return rsp.err(P.BAD_OPTION, "block beyond end")
         n = min(bs, size - off)
