@@ -192,6 +192,7 @@ class Server:
             rsp.add(P.OPT_BLOCK1, coap.block_val(0, 1, self.szx))
         else:
             self._dispatch(m, rsp)
+            self._accept(m, rsp)
         if rsp.code >= P.BAD_REQUEST:
             self.errs += 1
         if rsp.later is not None:
@@ -202,6 +203,16 @@ class Server:
         d = self._respond(m.t, m.mid, m.tok, m.peer, rsp)
         if m.t == P.CON and m.code != P.GET:
             self._remember(m.peer, m.mid, d)
+
+    def _accept(self, m, rsp):
+        # Accept (RFC 7252 5.10.4): 4.06 unless the representation matches.
+        want = m.opt_uint(P.OPT_ACCEPT)
+        if want is None or rsp.code != P.CONTENT:
+            return
+        for n, v in rsp.opts:
+            if n == P.OPT_CONTENT_FORMAT and coap.uint_of(v) == want:
+                return
+        rsp.err(P.NOT_ACCEPTABLE, "content-format %d not available" % want)
 
     def _check_options(self, m):
         # 0 fine, 1 unknown critical option (or repeated Block), 2 proxy.

@@ -30,6 +30,14 @@ def _shnum(s):
     return n
 
 
+def _exists(p):
+    try:
+        os.stat(p)
+        return True
+    except OSError:
+        return False
+
+
 def _rm(p):
     try:
         os.remove(p)
@@ -73,18 +81,24 @@ class Shares:
         except OSError:
             pass
         n = 0
-        for e in os.ilistdir(d):
+        for e in list(os.ilistdir(d)):
             if e[0].startswith(".up"):
                 _rm(d + "/" + e[0])
             elif e[1] == 0x4000:
+                k = 0
                 for _ in os.ilistdir(d + "/" + e[0]):
-                    n += 1
+                    k += 1
+                if not k:  # made just before a reset cut the upload
+                    self._prune(e[0])
+                n += k
         self.count = n
 
     def stat(self):
         # (free, total) bytes of the filesystem.
         s = os.statvfs(self._d)
-        return s[0] * s[4], s[0] * s[2]
+        # littlefs can count more blocks in use than exist when nearly full,
+        # and f_bavail then wraps around: clamp it.
+        return s[0] * (s[4] if s[4] <= s[2] else 0), s[0] * s[2]
 
     def free(self):
         f = self.stat()[0] - self._reserve
@@ -263,7 +277,8 @@ class Shares:
         except (TypeError, ValueError):
             rsp.err(P.BAD_REQUEST, "need h=<sha256 hex> query")
             return None
-        if self.count + self._active() >= self._maxn:
+        if self.count + self._active() >= self._maxn and not _exists(key):
+            # (replacing a share, as a repair does, is fine at the limit)
             rsp.err(P.SERVICE_UNAVAILABLE, "share limit reached")
             return None
         need = size if size is not None else len(req.pl)
@@ -301,6 +316,8 @@ class Shares:
         if num == 0:
             if u is not None:  # a new transfer of the same share restarts
                 self._drop(u)
+            if not self._precondition(req, p):
+                return rsp.err(P.PRECONDITION_FAILED, "precondition failed")
             size = req.opt_uint(P.OPT_SIZE1)
             if (size is not None and size > self._max) or ln > self._max:
                 return self._too_large(rsp)
@@ -335,6 +352,16 @@ class Shares:
             return self._ack(rsp, b1, num, more, szx)
         return self._commit(rsp, u, si, p, b1, num, szx)
 
+    def _precondition(self, req, p):
+        # If-None-Match: only create. If-Match: empty value = only replace;
+        # shares carry no ETags, so any other value cannot match.
+        if req.opt(P.OPT_IF_NONE_MATCH) is not None and _exists(p):
+            return False
+        for n, v in req.opts:
+            if n == P.OPT_IF_MATCH and (len(v) or not _exists(p)):
+                return False
+        return True
+
     def _ack(self, rsp, b1, num, more, szx):
         if more:
             rsp.code = P.CONTINUE
@@ -358,15 +385,9 @@ class Shares:
             os.mkdir(d)
         except OSError:
             pass
+        old = _exists(p)
         try:
-            os.stat(p)
-            old = True
-        except OSError:
-            old = False
-        try:
-            if old:
-                os.remove(p)
-            os.rename(u.tmp, p)
+            os.rename(u.tmp, p)  # atomic, replacing any old share (littlefs)
         except OSError:
             self._drop(u)
             self._prune(si)

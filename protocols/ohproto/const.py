@@ -31,17 +31,22 @@ BAD_REQUEST = const(0x80)  # 4.00
 BAD_OPTION = const(0x82)  # 4.02
 NOT_FOUND = const(0x84)  # 4.04
 METHOD_NOT_ALLOWED = const(0x85)  # 4.05
+NOT_ACCEPTABLE = const(0x86)  # 4.06
 REQUEST_ENTITY_INCOMPLETE = const(0x88)  # 4.08 (RFC 7959)
+PRECONDITION_FAILED = const(0x8C)  # 4.12
 REQUEST_ENTITY_TOO_LARGE = const(0x8D)  # 4.13
 INTERNAL_SERVER_ERROR = const(0xA0)  # 5.00
 SERVICE_UNAVAILABLE = const(0xA3)  # 5.03
 
 # -- CoAP options (RFC 7252 5.10, 7641, 7959)
+OPT_IF_MATCH = const(1)
+OPT_IF_NONE_MATCH = const(5)
 OPT_OBSERVE = const(6)
 OPT_URI_PATH = const(11)
 OPT_CONTENT_FORMAT = const(12)
 OPT_MAX_AGE = const(14)
 OPT_URI_QUERY = const(15)
+OPT_ACCEPT = const(17)
 OPT_BLOCK2 = const(23)
 OPT_BLOCK1 = const(27)
 OPT_SIZE2 = const(28)
