@@ -70,6 +70,7 @@ class Shares:
         self._ticks = ticks  # (ticks_ms, ticks_diff)
         self._up = [None] * _SLOTS
         self.changed = None  # callback when the set of shares changes
+        self._st = None  # cached (free, total)
         self.count = 0
         self._scan()
 
@@ -94,11 +95,15 @@ class Shares:
         self.count = n
 
     def stat(self):
-        # (free, total) bytes of the filesystem.
-        s = os.statvfs(self._d)
-        # littlefs can count more blocks in use than exist when nearly full,
-        # and f_bavail then wraps around: clamp it.
-        return s[0] * (s[4] if s[4] <= s[2] else 0), s[0] * s[2]
+        # (free, total) bytes of the filesystem. littlefs walks the whole
+        # filesystem to count blocks in use, so the answer is cached until
+        # the store changes (commit, delete, a dropped upload, a new one).
+        if self._st is None:
+            s = os.statvfs(self._d)
+            # littlefs can count more blocks in use than exist when nearly
+            # full, and f_bavail then wraps around: clamp it.
+            self._st = (s[0] * (s[4] if s[4] <= s[2] else 0), s[0] * s[2])
+        return self._st
 
     def free(self):
         f = self.stat()[0] - self._reserve
@@ -241,6 +246,7 @@ class Shares:
             pass
 
     def _changed(self):
+        self._st = None
         if self.changed:
             self.changed()
 
@@ -252,6 +258,7 @@ class Shares:
         return None
 
     def _drop(self, u):
+        self._st = None
         try:
             u.f.close()
         except OSError:
@@ -282,6 +289,7 @@ class Shares:
             rsp.err(P.SERVICE_UNAVAILABLE, "share limit reached")
             return None
         need = size if size is not None else len(req.pl)
+        self._st = None
         if need > self.free():
             rsp.err(P.SERVICE_UNAVAILABLE, "no space")
             return None
