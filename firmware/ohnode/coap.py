@@ -4,6 +4,7 @@ from micropython import const
 
 _VERSION = const(1)
 _MARKER = const(0xFF)
+_MAX_OPTS = const(32)  # more options than this: reject (bounded memory)
 
 
 class FormatError(ValueError):
@@ -113,6 +114,8 @@ def parse(buf, m):
         num += d
         if p + ln > n:
             raise FormatError("option length")
+        if len(opts) == _MAX_OPTS:
+            raise FormatError("too many options")
         opts.append((num, mv[p : p + ln]))
         p += ln
     return m

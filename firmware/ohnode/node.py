@@ -5,6 +5,7 @@ import asyncio
 from micropython import const
 
 _WDT_MS = const(10000)
+_MIN_NOTE_MS = const(100)  # at most ten notification rounds a second
 
 
 def _platform():
@@ -20,16 +21,22 @@ def _platform():
     return m
 
 
-async def _feeder(plat, srv, st, period):
-    # Feed the watchdog and send periodic Observe notifications.
+async def _feeder(plat, srv, period, changed):
+    # Feed the watchdog, and notify observers of /i every period or soon
+    # after a change (one notifier, whatever the rate of changes).
     from ohproto import const as P
 
     ms = int(period * 1000)
     while True:
         plat.wdt_feed()
+        try:
+            await asyncio.wait_for_ms(changed.wait(), ms)
+        except asyncio.TimeoutError:
+            pass
+        changed.clear()
         if srv.obs:
-            await srv.notify(P.PATH_STATUS)
-        await asyncio.sleep_ms(ms)
+            srv.notify(P.PATH_STATUS)
+            await asyncio.sleep_ms(_MIN_NOTE_MS)
 
 
 async def _run(plat, cfg, root):
@@ -62,12 +69,9 @@ async def _run(plat, cfg, root):
     srv.res[P.PATH_SHARES] = sh
     srv.res[P.PATH_STATUS] = st
 
-    def changed():
-        if srv.obs:
-            asyncio.create_task(srv.notify(P.PATH_STATUS))
-
-    sh.changed = changed
-    asyncio.create_task(_feeder(plat, srv, st, cfg.get("status_period", 5)))
+    ev = asyncio.Event()
+    sh.changed = ev.set
+    asyncio.create_task(_feeder(plat, srv, cfg.get("status_period", 5), ev))
     print("openheap node %s listening on %s:%d" % (cfg.get("name", "?"), cfg.get("host", ip), port))
     gc.collect()
     # Collect often: short-lived garbage is then freed before it spreads the

@@ -14,6 +14,7 @@ _DRAIN = const(8)  # datagrams read per wake-up before yielding
 _MAX_OBS = const(4)
 _CON_EVERY = const(8)  # every Nth notification is confirmable (RFC 7641 4.5)
 _DD_SLOT = const(96)  # bytes kept per cached response; larger ones are not
+_OOM_RESET = const(16)  # receives failing for want of memory in a row: reset
 _PROXYING_NOT_SUPPORTED = const(0xA5)
 # Options this node understands; any other odd (critical) one gets 4.02.
 _KNOWN = (1, 3, 5, 6, 7, 11, 12, 14, 15, 17, 23, 27, 28, 35, 39, 60, 258)
@@ -66,7 +67,7 @@ class Server:
         self._ddb = bytearray(n * _DD_SLOT)
         self._ddi = 0
         self.low = gc.mem_free()  # low-water mark of free heap
-        self.obs = []  # [resource key, peer, token, seq]
+        self.obs = []  # [resource key, peer, token, seq, last mid, CON in flight]
         self.rx_m = self.tx_m = self.rx_b = self.tx_b = self.errs = 0
 
     # -- sending
@@ -114,15 +115,20 @@ class Server:
         sock = self.sock
         sock.setblocking(False)
         q = asyncio.core._io_queue
+        oom = 0
         while True:
             yield q.queue_read(sock)
             for _ in range(_DRAIN):
                 try:
                     data, peer = sock.recvfrom(_RXMAX)
+                    oom = 0
                 except OSError:
                     break
                 except MemoryError:  # datagram lost; the sender retransmits
                     self.errs += 1
+                    oom += 1
+                    if oom > _OOM_RESET:  # wedged: let the node reset
+                        raise
                     gc.collect()
                     break
                 try:
@@ -325,41 +331,43 @@ class Server:
                 obs.remove(o)
                 break
         if v == 0 and len(obs) < _MAX_OBS:
-            obs.append([key, req.peer, req.tok, 1])
+            obs.append([key, req.peer, req.tok, 1, -1, False])
             rsp.add(P.OPT_OBSERVE, 1)
 
     def _drop_obs(self, peer, mid):
         for o in self.obs:
-            if o[1] == peer and len(o) > 4 and o[4] == mid:
+            if o[1] == peer and o[4] == mid:
                 self.obs.remove(o)
                 return
 
-    async def notify(self, key):
-        # Send the current state of resource key to its observers.
+    def notify(self, key):
+        # Send the current state of resource key to its observers: the body
+        # is built once; an observer with a confirmable notification still in
+        # flight gets nothing new (RFC 7641 4.5.2: newer state follows).
         r = self.res.get(key)
+        rsp = None
         for o in list(self.obs):
-            if o[0] != key:
+            if o[0] != key or o[5]:
                 continue
-            rsp = Rsp(0)
-            r.notify(rsp)
+            if rsp is None:
+                rsp = Rsp(0)
+                r.notify(rsp)
             o[3] = (o[3] + 1) & 0xFFFFFF
-            rsp.add(P.OPT_OBSERVE, o[3])
-            mid = self.next_mid()
+            opts = coap.sort_opts(rsp.opts + [(P.OPT_OBSERVE, coap.uint_bytes(o[3]))])
+            mid = o[4] = self.next_mid()
             con = o[3] % _CON_EVERY == 0
-            n = coap.build(
-                self._tx, P.CON if con else P.NON, rsp.code, mid, o[2],
-                coap.sort_opts(rsp.opts), rsp.pl,
-            )
-            d = bytes(self._tx[:n])
-            if len(o) > 4:
-                o[4] = mid
+            n = coap.build(self._tx, P.CON if con else P.NON, rsp.code, mid, o[2], opts, rsp.pl)
+            if con:
+                o[5] = True
+                asyncio.create_task(self._confirm(o, bytes(self._tx[:n]), mid))
             else:
-                o.append(mid)
-            if not con:
-                self.send(d, o[1])
-                continue
-            try:
-                await self.client.exchange(o[1], d, mid)
-            except OSError:  # observer gone (timeout or RST)
-                if o in self.obs:
-                    self.obs.remove(o)
+                self.send(memoryview(self._tx)[:n], o[1])
+
+    async def _confirm(self, o, data, mid):
+        # A confirmable notification; no ACK means the observer is gone (4.5).
+        try:
+            await self.client.exchange(o[1], data, mid)
+            o[5] = False
+        except OSError:
+            if o in self.obs:
+                self.obs.remove(o)

@@ -4,16 +4,14 @@
 # retransmitted until the requester ACKs it). Runs under MicroPython.
 import asyncio
 import time
-import vfs
 import mptest
+import mpfake as F
 from ohnode import coap
 from ohnode.server import Server
 from ohnode.client import Client
-from ohnode.shares import Shares
 from ohproto import const as P
 
 PEER = b"peer-a"
-SI = "00112233445566778899aabbccddeeff"
 
 
 class Sock:
@@ -22,28 +20,6 @@ class Sock:
 
     def sendto(self, data, peer):
         self.out.append((time.ticks_ms(), bytes(data), peer))
-
-
-class RamDev:
-    def __init__(self, blocks, bs=512):
-        self.bs = bs
-        self.data = bytearray(blocks * bs)
-
-    def readblocks(self, n, buf, off=0):
-        o = n * self.bs + off
-        buf[:] = self.data[o : o + len(buf)]
-
-    def writeblocks(self, n, buf, off=None):
-        o = n * self.bs + (off or 0)
-        self.data[o : o + len(buf)] = buf
-
-    def ioctl(self, op, arg):
-        if op == 4:
-            return len(self.data) // self.bs
-        if op == 5:
-            return self.bs
-        if op == 6:
-            return 0
 
 
 def _node(ack_ms):
@@ -128,49 +104,37 @@ def test_rst_ends_exchange():
     mptest.eq(len(sock.out), 1, "no retransmission after RST")
 
 
-async def _separate(sock, srv, sh):
+async def _separate(nd):
     for i in range(7):
-        body = b"share %d" % i
-        import hashlib
-        import binascii
-
-        h = binascii.hexlify(hashlib.sha256(body).digest()).decode()
-        srv.datagram(_msg(P.CON, P.PUT, 100 + i, b"t", ("s", SI, str(i)), ("h=" + h,), body), PEER)
-    mptest.eq(sh.count, 7, "shares stored")
-    del sock.out[:]
-    srv.datagram(_msg(P.CON, P.DELETE, 0x0500, b"tokn", ("s", SI)), PEER)
-    first = _parse(sock.out[0][1])
+        r = nd.ask(P.PUT, F.spath(F.SI, i), query=("h=" + F.sha_hex(b"share %d" % i),), pl=b"share %d" % i)
+        mptest.eq(r.code, P.CREATED, "share stored")
+    out = nd.feed(F.msg(P.DELETE, "s/" + F.SI, mid=0x0500, tok=b"tokn"))
+    first = F.parse(out[0][0])
     mptest.eq((first.t, first.code, first.mid, first.tok), (P.ACK, P.EMPTY, 0x0500, b""), "empty ACK first")
     # a retransmitted request is answered with the same empty ACK
-    srv.datagram(_msg(P.CON, P.DELETE, 0x0500, b"tokn", ("s", SI)), PEER)
-    mptest.eq(sock.out[1][1], sock.out[0][1], "duplicate gets the cached empty ACK")
+    again = nd.feed(F.msg(P.DELETE, "s/" + F.SI, mid=0x0500, tok=b"tokn"))
+    mptest.eq(again[0][0], out[0][0], "duplicate gets the cached empty ACK")
+    sock = nd.sock
     for _ in range(100):
         await asyncio.sleep_ms(5)
-        if len(sock.out) >= 4:
+        if len(sock.out) >= 2:
             break
-    sep = [_parse(d) for _, d, _ in sock.out[2:]]
+    sep = [F.parse(d) for d, _ in sock.out]
     mptest.check(len(sep) >= 2, "separate response retransmitted until ACKed")
     r = sep[0]
     mptest.eq((r.t, r.code, r.tok), (P.CON, P.DELETED, b"tokn"), "separate CON 2.02 with the token")
     mptest.eq(sep[1].mid, r.mid, "retransmission keeps the MID")
-    srv.datagram(_msg(P.ACK, P.EMPTY, r.mid, b""), PEER)
+    nd.feed(_msg(P.ACK, P.EMPTY, r.mid, b""))
     n = len(sock.out)
     await asyncio.sleep_ms(200)
     mptest.eq(len(sock.out), n, "no more retransmissions after the ACK")
-    mptest.eq(sh.count, 0, "every share deleted")
+    mptest.eq(nd.sh.count, 0, "every share deleted")
 
 
 def test_separate_response_for_slow_delete():
-    dev = RamDev(24)
-    vfs.VfsLfs2.mkfs(dev)
-    vfs.mount(vfs.VfsLfs2(dev), "/c")
-    try:
-        sock, srv = _node(30)
-        sh = Shares(srv, "/c", {"block_size": 512}, (time.ticks_ms, time.ticks_diff))
-        srv.res["s"] = sh
-        asyncio.run(_separate(sock, srv, sh))
-    finally:
-        vfs.umount("/c")
+    nd = F.fresh()
+    nd.srv.client = Client(nd.srv, 30)
+    asyncio.run(_separate(nd))
 
 
-mptest.run(globals())
+F.run(globals())
