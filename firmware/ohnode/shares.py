@@ -16,11 +16,21 @@ _ENOENT = const(2)
 _ENOSPC = const(28)
 
 
+def _si_bytes(s):
+    # base64url text (22 characters, no padding) -> the 16-byte index.
+    return binascii.a2b_base64(s.replace("-", "+").replace("_", "/") + "==")
+
+
 def _si(s):
-    if len(s) != 32:
+    # A storage index in a path: canonical base64url of 16 bytes, else
+    # ValueError. (It names the folder of the index's shares on flash.)
+    if len(s) != P.SI_TEXT_LEN:
         raise ValueError
-    binascii.unhexlify(s)  # raises ValueError when not hex
-    return s.lower()
+    b = _si_bytes(s)
+    t = binascii.b2a_base64(b).decode()[:22].replace("+", "-").replace("/", "_")
+    if len(b) != P.SI_LEN or t != s:
+        raise ValueError
+    return s
 
 
 def _shnum(s):
@@ -36,6 +46,18 @@ def _exists(p):
         return True
     except OSError:
         return False
+
+
+def _digest(req):
+    # The h= query: 32 bytes, None when absent, b"" when ill-formed.
+    for s in req.opt_all(P.OPT_URI_QUERY):
+        if s.startswith(P.QUERY_HASH):
+            try:
+                d = binascii.unhexlify(s[2:])
+            except ValueError:
+                return b""
+            return d if len(d) == P.HASH_LEN else b""
+    return None
 
 
 def _rm(p):
@@ -149,7 +171,7 @@ class Shares:
         out = []
         for e in os.ilistdir(self._d):
             if e[1] == 0x4000:
-                out.append([binascii.unhexlify(e[0]), self._entries(e[0])])
+                out.append([_si_bytes(e[0]), self._entries(e[0])])
         free, total = self.stat()
         body = cbor.dumps(
             {P.LS_FREE: free, P.LS_TOTAL: total, P.LS_COUNT: self.count,
@@ -273,16 +295,9 @@ class Shares:
                 self._drop(u)
 
     def _start(self, req, rsp, key, size, now):
-        q = None
-        for s in req.opt_all(P.OPT_URI_QUERY):
-            if s.startswith(P.QUERY_HASH):
-                q = s[2:]
-        try:
-            if len(q) != 2 * P.HASH_LEN:
-                raise ValueError
-            digest = binascii.unhexlify(q)
-        except (TypeError, ValueError):
-            rsp.err(P.BAD_REQUEST, "need h=<sha256 hex> query")
+        digest = _digest(req)  # may come with the last block instead
+        if digest == b"":
+            rsp.err(P.BAD_REQUEST, "h= must be 64 hex digits")
             return None
         if self.count + self._active() >= self._maxn and not _exists(key):
             # (replacing a share, as a repair does, is fine at the limit)
@@ -358,6 +373,15 @@ class Shares:
         u.t = now
         if more:
             return self._ack(rsp, b1, num, more, szx)
+        if num:  # the hash may come with the last block (one-pass uploads)
+            d = _digest(req)
+            if d == b"" or (d and u.digest and d != u.digest):
+                self._drop(u)
+                return rsp.err(P.BAD_REQUEST, "h= ill-formed or changed")
+            u.digest = d or u.digest
+        if not u.digest:
+            self._drop(u)
+            return rsp.err(P.BAD_REQUEST, "need h=<sha256 hex> query")
         return self._commit(rsp, u, si, p, b1, num, szx)
 
     def _precondition(self, req, p):

@@ -13,6 +13,8 @@ the code and the node's diagnostic text; silence becomes
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import io
 from typing import AsyncIterator, BinaryIO
@@ -29,16 +31,20 @@ BlockTuple = BlockOption.BlockwiseTuple
 DEFAULT_TIMEOUT = 30.0
 
 
-def si_hex(si: bytes | str) -> str:
-    """The path form of a storage index: 32 lowercase hex characters."""
+def si_text(si: bytes | str) -> str:
+    """The path form of a storage index: base64url of its 16 bytes, unpadded
+    (22 characters; RFC 4648 section 5). Text is checked and passed through."""
     if isinstance(si, str):
-        s = si.lower()
-        if len(s) != 2 * P.SI_LEN or any(c not in "0123456789abcdef" for c in s):
-            raise UsageError("a storage index is %d hex characters, not %r" % (2 * P.SI_LEN, si))
-        return s
+        try:
+            raw = base64.urlsafe_b64decode(si + "==")
+        except (ValueError, binascii.Error):
+            raw = b""
+        if len(si) != P.SI_TEXT_LEN or len(raw) != P.SI_LEN or si_text(raw) != si:
+            raise UsageError("a storage index is %d base64url characters, not %r" % (P.SI_TEXT_LEN, si))
+        return si
     if len(si) != P.SI_LEN:
         raise UsageError("a storage index is %d bytes, not %d" % (P.SI_LEN, len(si)))
-    return si.hex()
+    return base64.urlsafe_b64encode(bytes(si)).rstrip(b"=").decode()
 
 
 class NodeClient:
@@ -126,7 +132,7 @@ class NodeClient:
 
     async def share_set(self, si: bytes | str) -> dict[int, int]:
         """GET /s/<si>: ``{share number: size}`` held for a storage index."""
-        data = b"".join([c async for c in self._blocks("%s/%s" % (P.PATH_SHARES, si_hex(si)))])
+        data = b"".join([c async for c in self._blocks("%s/%s" % (P.PATH_SHARES, si_text(si)))])
         return {n: size for n, size in cbor2.loads(data)}
 
     async def put_share(self, si: bytes | str, shnum: int, data: bytes | BinaryIO, *,
@@ -146,7 +152,7 @@ class NodeClient:
             if size is None or digest is None:
                 raise UsageError("streaming a share needs its size and SHA-256")
             src = data
-        path = "%s/%s/%d" % (P.PATH_SHARES, si_hex(si), shnum)
+        path = "%s/%s/%d" % (P.PATH_SHARES, si_text(si), shnum)
         query = (P.QUERY_HASH + digest.hex(),)
         off = 0
         while True:
@@ -177,11 +183,11 @@ class NodeClient:
     def iter_share(self, si: bytes | str, shnum: int,
                    szx: int = P.MAX_BLOCK_SZX) -> AsyncIterator[bytes]:
         """Stream a share's bytes block by block (Block2)."""
-        return self._blocks("%s/%s/%d" % (P.PATH_SHARES, si_hex(si), shnum), szx=szx)
+        return self._blocks("%s/%s/%d" % (P.PATH_SHARES, si_text(si), shnum), szx=szx)
 
     async def delete_share(self, si: bytes | str, shnum: int | None = None) -> None:
         """DELETE one share, or every share of the storage index."""
-        path = "%s/%s" % (P.PATH_SHARES, si_hex(si))
+        path = "%s/%s" % (P.PATH_SHARES, si_text(si))
         if shnum is not None:
             path += "/%d" % shnum
         await self.request(Code.DELETE, path)

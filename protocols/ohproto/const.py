@@ -74,7 +74,8 @@ RT_SHARES = "oh.s"
 RT_STATUS = "oh.i"
 
 # -- storage
-SI_LEN = const(16)  # storage index, bytes; 32 hex characters in the path
+SI_LEN = const(16)  # storage index, bytes
+SI_TEXT_LEN = const(22)  # in paths: base64url without padding (RFC 4648 5)
 HASH_LEN = const(32)  # SHA-256
 MAX_SHNUM = const(255)  # zfec: n <= 256
 QUERY_HASH = "h="  # Uri-Query carrying the share's SHA-256 in hex

@@ -7,6 +7,7 @@ RFC 7959 ask for, then that a good ``GET /i`` still answers.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import random
 
@@ -23,8 +24,8 @@ QUIET = 0.5  # seconds of silence that count as "no answer"
 
 
 def si_of(name: str) -> str:
-    """A storage index (32 hex) private to one test."""
-    return hashlib.sha256(name.encode()).hexdigest()[:32]
+    """A storage index private to one test, in its path form (base64url)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(name.encode()).digest()[:16]).rstrip(b"=").decode()
 
 
 def blob(n: int, seed: int) -> bytes:
@@ -249,7 +250,7 @@ def test_unknown_elective_option_is_ignored(raw, opt):
     [(11, b"s"), (11, b"\xff\xfe\x80")],
     [(11, b"\xff")],
     [(11, b".well-known"), (11, b"core"), (15, b"rt=\xff")],
-    [(11, b"s"), (11, b"0" * 32), (11, b"0"), (15, b"h=\xc3")],
+    [(11, b"s"), (11, b"A" * 22), (11, b"0"), (15, b"h=\xc3")],
 ], ids=["share-path", "first-segment", "wkc-query", "put-query"])
 def test_invalid_utf8_option_con_gets_an_answer(raw, opts):
     """A CON must be acknowledged or rejected (RFC 7252 4.2), whatever its
@@ -337,8 +338,9 @@ def test_missing_or_bad_hash_query_gets_4_00(raw, query):
     raw.still_answers()
 
 
-@pytest.mark.parametrize("path", ["s/abc/0", "s/" + "z" * 32 + "/0", "s/" + "0" * 32 + "/256",
-                                  "s/" + "0" * 32 + "/-1", "s/" + "0" * 32 + "/01", "s/" + "0" * 32 + "/x"])
+@pytest.mark.parametrize("path", ["s/abc/0", "s/" + "z" * 32 + "/0", "s/" + "!" * 22 + "/0", "s/" + "A" * 21 + "B/0",
+                                  "s/" + "A" * 22 + "/256", "s/" + "A" * 22 + "/-1", "s/" + "A" * 22 + "/01",
+                                  "s/" + "A" * 22 + "/x"])
 def test_bad_storage_index_or_share_number_gets_4_00(raw, path):
     assert_code(raw.request(GET, path), "4.00")
     assert_code(raw.request(PUT, path + "?h=" + sha(b"x"), b"x"), "4.00")
@@ -478,7 +480,7 @@ def test_full_filesystem_gets_5_03_and_loses_nothing(fleet):
         assert len(stored) >= 3, "a %d-byte filesystem should hold a few 2500-byte shares" % fs_size
         ls = listing(raw)
         assert ls[LS_COUNT] == len(stored)
-        assert [e[0] for e in ls[LS_SHARES]] == [bytes.fromhex(si)]
+        assert [e[0] for e in ls[LS_SHARES]] == [base64.urlsafe_b64decode(si + "==")]
         assert sorted(map(tuple, ls[LS_SHARES][0][1])) == sorted((k, 2500) for k in stored)
         # 2. make a little room, then stream a share far larger than it (no Size1)
         gone = min(stored)

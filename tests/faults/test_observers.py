@@ -6,6 +6,7 @@ the first one may leave a board that no longer serves.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 
@@ -15,7 +16,8 @@ ST_HEAP_FREE = 4
 
 
 def si_of(name: str) -> str:
-    return hashlib.sha256(("observers-" + name).encode()).hexdigest()[:32]
+    """A storage index private to one test, in its path form (base64url)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(("observers-" + name).encode()).digest()[:16]).rstrip(b"=").decode()
 
 
 def put_tiny(raw: Raw, si: str, i: int):

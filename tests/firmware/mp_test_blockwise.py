@@ -234,30 +234,59 @@ def test_missing_or_bad_hash_query_400():
     nd = F.fresh()
     data = F.Pat(100)[:]
     good = F.sha_hex(data)
-    for q in ((), ("h=",), ("h=" + good[:-2],), ("h=" + good + "00",), ("h=" + "zz" * 32,),
-              ("x=" + good,), ("h" + good,)):
+    absent = ((), ("x=" + good,), ("h" + good,))
+    bad = (("h=",), ("h=" + good[:-2],), ("h=" + good + "00",), ("h=" + "zz" * 32,))
+    for q in absent + bad:
         r = nd.ask(P.PUT, F.spath(), query=q, pl=data)
-        eq(r.code, P.BAD_REQUEST, "query %r" % (q,))
-        r = put_block(nd, F.spath(), 0, 1, 0, data[:16], q)
-        eq(r.code, P.BAD_REQUEST, "Block1 query %r" % (q,))
+        eq(r.code, P.BAD_REQUEST, "single-block PUT, query %r" % (q,))
+    for q in bad:  # ill-formed on block 0: refused at once
+        eq(put_block(nd, F.spath(), 0, 1, 0, data[:16], q).code, P.BAD_REQUEST, "Block1 query %r" % (q,))
+    for q in absent:  # may still come with the last block
+        eq(put_block(nd, F.spath(), 0, 1, 0, data[:16], q).code, P.CONTINUE, "Block1 query %r" % (q,))
+        eq(put_block(nd, F.spath(), 1, 0, 0, data[16:32]).code, P.BAD_REQUEST, "no h= by the last block")
     eq(no_leftovers("bad h="), [], "nothing kept")
     eq(nd.ask(P.PUT, F.spath(), query=("h=" + good,), pl=data).code, P.CREATED, "good h=")
     eq(nd.ask(P.PUT, F.spath(F.SI, 1), query=("a=b", "h=" + good, "c"), pl=data).code, P.CREATED,
        "h= among other queries")
 
 
+def test_hash_with_the_last_block():
+    # One-pass uploads: the hash of a share still being computed comes last.
+    nd = F.fresh()
+    data = F.Pat(40)[:]
+    h = "h=" + F.sha_hex(data)
+    other = "h=" + F.sha_hex(data[:-1])
+    path = F.spath(F.SI, 7)
+    eq(put_block(nd, path, 0, 1, 0, data[:16]).code, P.CONTINUE, "block 0 without h=")
+    eq(put_block(nd, path, 1, 1, 0, data[16:32]).code, P.CONTINUE, "block 1")
+    eq(put_block(nd, path, 2, 0, 0, data[32:], (h,)).code, P.CREATED, "last block with h=")
+    eq(F.download(nd, path), F.sha_hex(data), "stored as sent")
+    # h= on block 0 and a different one on the last block: refused
+    eq(put_block(nd, path, 0, 1, 0, data[:16], (other,)).code, P.CONTINUE, "block 0")
+    eq(put_block(nd, path, 1, 1, 0, data[16:32]).code, P.CONTINUE, "block 1")
+    eq(put_block(nd, path, 2, 0, 0, data[32:], (h,)).code, P.BAD_REQUEST, "h= changed")
+    # a wrong hash given last is caught like one given first
+    eq(put_block(nd, path, 0, 1, 0, data[:16]).code, P.CONTINUE, "block 0")
+    eq(put_block(nd, path, 1, 1, 0, data[16:32]).code, P.CONTINUE, "block 1")
+    eq(put_block(nd, path, 2, 0, 0, data[32:], (other,)).code, P.BAD_REQUEST, "hash mismatch")
+    eq(F.download(nd, path), F.sha_hex(data), "the stored share is untouched")
+    eq(no_leftovers("hash last"), [F.SI], "only the share's folder")
+
+
 def test_bad_storage_index_or_shnum_400():
     nd = F.fresh()
     data = F.Pat(64)[:]
     q = ("h=" + F.sha_hex(data),)
-    for si, num in ((F.SI[:31], "0"), (F.SI + "0", "0"), ("g" * 32, "0"), ("0x" + F.SI[2:], "0"),
+    # wrong length, not base64url, non-canonical last character, hex form
+    for si, num in ((F.SI[:21], "0"), (F.SI + "A", "0"), ("!" * 22, "0"), (F.SI[:-1] + "x", "0"),
+                    ("0123456789abcdef0123456789abcdef", "0"), ("+" + F.SI[1:], "0"),
                     (F.SI, "256"), (F.SI, "01"), (F.SI, "-1"), (F.SI, "x"), (F.SI, " 1"),
                     (F.SI, "1.0"), (F.SI, "+1"), (F.SI, "1000")):
         path = "s/%s/%s" % (si, num)
         eq(nd.ask(P.PUT, path, query=q, pl=data).code, P.BAD_REQUEST, "PUT /" + path)
         eq(nd.ask(P.GET, path).code, P.BAD_REQUEST, "GET /" + path)
         eq(nd.ask(P.DELETE, path).code, P.BAD_REQUEST, "DELETE /" + path)
-    eq(nd.ask(P.GET, "s/" + F.SI[:31]).code, P.BAD_REQUEST, "GET /s/<31 chars>")
+    eq(nd.ask(P.GET, "s/" + F.SI[:21]).code, P.BAD_REQUEST, "GET /s/<21 chars>")
     eq(no_leftovers("bad path"), [], "nothing kept")
     eq(nd.ask(P.PUT, F.spath(F.SI, 255), query=q, pl=data).code, P.CREATED, "shnum 255")
     eq(nd.ask(P.PUT, F.spath(F.SI, 0), query=q, pl=data).code, P.CREATED, "shnum 0")

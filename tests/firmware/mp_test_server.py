@@ -222,9 +222,13 @@ def test_bad_utf8_query_answered():
     eq(F.parse(out[0]).code, P.BAD_REQUEST, "4.00")
 
 
+_BIG = bytes(1250)  # allocated at import, while the heap is not yet fragmented
+
+
 def test_datagram_too_large_413():
     n = nd.sh.count
-    d = F.msg(P.PUT, F.spath(), mid=0x7001, query=("h=" + "00" * 32,), pl=bytes(1300))
+    d = F.msg(P.PUT, F.spath(), mid=0x7001, query=("h=" + "00" * 32,), pl=_BIG, buf=F._B)
+    check(len(d) >= 1280, "datagram fills the node's receive buffer")
     out = sent(d)
     r = F.parse(out[0])
     eq((r.t, r.code, r.mid), (ACK, P.REQUEST_ENTITY_TOO_LARGE, 0x7001), "4.13")

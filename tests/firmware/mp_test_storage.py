@@ -30,7 +30,7 @@ def entries(m):
     out = {}
     for si, ents in m[P.LS_SHARES]:
         check(isinstance(si, bytes) and len(si) == P.SI_LEN, "si is a 16-byte bstr: %r" % (si,))
-        out[binascii.hexlify(si).decode()] = sorted(ents)
+        out[F.si_text(si)] = sorted(ents)
     return out
 
 
@@ -64,7 +64,8 @@ def test_listing_and_share_set():
     r = nd.ask(P.GET, "s/" + F.SI)
     eq((r.code, r.opt_uint(P.OPT_CONTENT_FORMAT)), (P.CONTENT, P.CF_CBOR), "GET /s/<si>")
     eq(sorted(cbor.loads(r.pl)), [[0, 1500], [3, 100]], "share-set")
-    eq(cbor.loads(nd.ask(P.GET, "s/" + F.SI2.upper()).pl), [[255, 700]], "upper-case si")
+    eq(cbor.loads(nd.ask(P.GET, "s/" + F.SI2).pl), [[255, 700]], "share-set of SI2")
+    eq(nd.ask(P.GET, "s/" + F.SI2.upper()).code, P.NOT_FOUND, "base64url is case-sensitive")
     st = cbor.loads(nd.ask(P.GET, "i").pl)
     eq(st[P.ST_SHARES], 3, "status counts shares")
 
@@ -153,7 +154,7 @@ def test_filesystem_full_small_shares():
     nd = F.fresh(n=24)
     ok = []
     for i in range(40):
-        si = "%032x" % (i + 1)
+        si = F.si_text(bytes(15) + bytes([i + 1]))
         c = store(nd, si, 0, F.Pat(300, i))
         if c != P.CREATED:
             break

@@ -38,8 +38,8 @@ def check_listing(nd, want):
     m = cbor.loads(nd.ask(P.GET, "s").pl)
     got = {}
     for si, ents in m[P.LS_SHARES]:
-        check(len(ents) > 0, "share-set of %s is empty (share-set = [+ share])" % si.hex())
-        got[si.hex()] = sorted(ents)
+        check(len(ents) > 0, "share-set of %s is empty (share-set = [+ share])" % F.si_text(si))
+        got[F.si_text(si)] = sorted(ents)
     eq(got, want, "listing")
     eq(m[P.LS_COUNT], sum(len(v) for v in want.values()), "LS_COUNT")
     eq(nd.sh.count, m[P.LS_COUNT], "count")

@@ -41,8 +41,13 @@ gc.threshold(4096)
 PEER = ("127.0.0.1", 40001)
 PEER2 = ("127.0.0.1", 40002)
 PEER3 = ("127.0.0.2", 40001)
-SI = "0123456789abcdef0123456789abcdef"
-SI2 = "fedcba9876543210fedcba9876543210"
+def si_text(b):
+    # A storage index's path form: base64url of its 16 bytes, unpadded.
+    return binascii.b2a_base64(b).decode()[:22].replace("+", "-").replace("/", "_")
+
+
+SI = "ASNFZ4mrze8BI0VniavN7w"  # 0123456789abcdef0123456789abcdef in hex
+SI2 = "_ty6mHZUMhD-3LqYdlQyEA"  # fedcba9876543210fedcba9876543210 in hex
 
 
 class Pat:

@@ -4,6 +4,7 @@ Observe machinery, not openheap.node), against a virtual board."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import random
 
@@ -24,7 +25,8 @@ def run(coro):
 
 
 def si_of(name: str) -> str:
-    return hashlib.sha256(("aiocoap-" + name).encode()).hexdigest()[:32]
+    """A storage index private to one test, in its path form (base64url)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(("aiocoap-" + name).encode()).digest()[:16]).rstrip(b"=").decode()
 
 
 async def with_context(fn):

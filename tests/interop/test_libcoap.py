@@ -3,6 +3,7 @@ CoAP implementation in C) against a virtual board."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import random
@@ -26,7 +27,8 @@ def coap(*args, timeout: float = WAIT + 15) -> subprocess.CompletedProcess:
 
 
 def si_of(name: str) -> str:
-    return hashlib.sha256(("libcoap-" + name).encode()).hexdigest()[:32]
+    """A storage index private to one test, in its path form (base64url)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(("libcoap-" + name).encode()).digest()[:16]).rstrip(b"=").decode()
 
 
 def error_code(proc: subprocess.CompletedProcess) -> str | None:
