@@ -472,7 +472,7 @@ async def run_bench(a, board, fs: FileServer, fs_dir: Path, R: dict):
         B, F = R["board"], R["fs"]
 
         async def heap_mark(label):
-            # The board collects garbage for /i at most once a second: wait,
+            # Let the board rest before reading a heap mark (it collects first):
             # so that key 4 is the heap that stays in use.
             await asyncio.sleep(1.1)
             s = await status(bn)
@@ -504,7 +504,7 @@ async def run_bench(a, board, fs: FileServer, fs_dir: Path, R: dict):
                 await bn.delete_share(si_keep)
             si_keep = si
         await heap_mark("after_put")
-        share_path = "s/%s/0" % si_keep.hex()
+        share_path = "s/%s/0" % si_text(si_keep)
         tiny_si = os.urandom(16)
         await bn.put_share(tiny_si, 0, tiny)
 
@@ -1025,7 +1025,7 @@ CoAP overhead is the UDP payload beyond the payload itself. Board datagram count
 read before and after each timed transfer show retransmissions or duplicates. Req/s: aiocoap GETs looped
 by 1 or N coroutines; the raw ceiling is a blocking CPython socket sending a pre-built CON GET (no token)
 with a rotating Message ID and waiting for its ACK. Heap: `/i` keys 4 (free after `gc.collect()`),
-5 (total) and 13 (peak in use since boot, garbage included, as the board samples it after handling datagrams); the marks are read after 1.1 s of rest, since the board collects garbage for `/i` at most once a second.
+5 (total) and 13 (peak in use since boot, garbage included, as the board samples it after handling datagrams); the marks are read after 1.1 s of rest (the board collects garbage before every `/i` answer).
 """
 
 

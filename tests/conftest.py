@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from ohtest import _processes_under, reap, wait_for  # noqa: F401 (re-exported)
+
 REPO = Path(__file__).resolve().parents[1]
 
 STUB_MAIN = r'''
@@ -84,30 +86,10 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "nodes(n): number of virtual boards the `boards` fixture starts")
 
 
-def _processes_under(home: Path) -> list[int]:
-    """Pids whose command line mentions ``home`` (supervisors and boards of a test home)."""
-    pids = []
-    needle = str(home).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except OSError:
-            pass
-    return pids
 
 
-def reap(home: Path) -> list[int]:
-    """SIGKILL every process left running from ``home``; return their pids."""
-    pids = _processes_under(home)
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    return pids
+
+
 
 
 @pytest.fixture
@@ -187,15 +169,3 @@ def run_cli():
         return proc
 
     return run
-
-
-def wait_for(predicate, timeout=10.0, interval=0.05):
-    """Poll ``predicate`` until it returns a true value; return it (or fail)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met within %g s" % timeout)
-        time.sleep(interval)

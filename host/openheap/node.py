@@ -176,6 +176,68 @@ class NodeClient:
                 if off % new:
                     raise UsageError("node changed block size to a misaligned one")
 
+    async def put_share_stream(self, si: bytes | str, shnum: int, chunks: AsyncIterator[bytes],
+                               size: int, *, szx: int = P.MAX_BLOCK_SZX,
+                               query: tuple[str, ...] = ()) -> int:
+        """PUT a share of ``size`` bytes from an async iterator of chunks, in one
+        pass: the SHA-256 is computed while sending and goes with the last
+        block (protocols/RESOURCES.md). Returns the final code (2.01/2.04)."""
+        path = "%s/%s/%d" % (P.PATH_SHARES, si_text(si), shnum)
+        h = hashlib.sha256()
+        buf = bytearray()
+        off = 0
+        it = chunks.__aiter__()
+        done = False
+        while True:
+            bs = 1 << (szx + 4)
+            while len(buf) < bs and not done:
+                try:
+                    buf += await it.__anext__()
+                except StopAsyncIteration:
+                    done = True
+            block = bytes(buf[:bs])
+            del buf[:bs]
+            h.update(block)
+            more = off + len(block) < size
+            if more and len(block) < bs:
+                raise UsageError("the share stream ended at %d of its %d bytes" % (off + len(block), size))
+            if not more and (buf or off + len(block) != size):
+                raise UsageError("the share stream is longer than its %d bytes" % size)
+            num = off // bs
+            q = tuple(query) if num == 0 else ()
+            if not more:
+                q += (P.QUERY_HASH + h.hexdigest(),)
+            rsp = await self.request(
+                Code.PUT, path, payload=block, query=q, block1=BlockTuple(num, more, szx),
+                size1=size if num == 0 else None)
+            off += len(block)
+            if not more:
+                return int(rsp.code)
+            b1 = rsp.opt.block1
+            if b1 is not None and b1.size_exponent < szx:
+                szx = b1.size_exponent
+
+    async def read_range(self, si: bytes | str, shnum: int, offset: int, length: int,
+                         szx: int = P.MAX_BLOCK_SZX) -> bytes:
+        """Bytes ``offset .. offset+length`` of a share (fewer at its end), fetched
+        with the Block2 blocks that cover them."""
+        path = "%s/%s/%d" % (P.PATH_SHARES, si_text(si), shnum)
+        out = bytearray()
+        bs = 1 << (szx + 4)
+        num = offset // bs
+        skip = offset - num * bs
+        while len(out) < skip + length:
+            rsp = await self.request(Code.GET, path, block2=BlockTuple(num, False, szx))
+            out += rsp.payload
+            b2 = rsp.opt.block2
+            if b2 is None or not b2.more:
+                break
+            if b2.size_exponent != szx:  # the node uses smaller blocks: renumber
+                szx = b2.size_exponent
+                bs = 1 << (szx + 4)
+            num = b2.block_number + 1
+        return bytes(out[skip:skip + length])
+
     async def get_share(self, si: bytes | str, shnum: int, szx: int = P.MAX_BLOCK_SZX) -> bytes:
         """GET a whole share (for small shares; use :meth:`iter_share` to stream)."""
         return b"".join([c async for c in self.iter_share(si, shnum, szx)])

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import reap, wait_for
+from ohtest import reap, wait_for
 from openheap.boards import get_board
 from openheap.sim.fleet import Fleet
 from openheap.sim.image import read_image
@@ -43,16 +43,21 @@ def _cmdline(pid: int) -> str:
         return f.read().replace(b"\0", b" ").decode()
 
 
-def _echo(port: int, data: bytes = b"ping", timeout: float = 2.0) -> bytes:
+def _echo(addr, data: bytes = b"ping", timeout: float = 2.0) -> bytes:
+    """Send to a board (a BoardInfo, or an ls --json dict) and read the echo."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.settimeout(timeout)
-        s.sendto(data, ("127.0.0.1", port))
+        s.sendto(data, _addr(addr))
         return s.recv(1500)
 
 
-def _send(port: int, data: bytes) -> None:
+def _addr(b):
+    return (b["host"], b["port"]) if isinstance(b, dict) else (b.host, b.port)
+
+
+def _send(addr, data: bytes) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.sendto(data, ("127.0.0.1", port))
+        s.sendto(data, _addr(addr))
 
 
 def _boots(image: str) -> int:
@@ -96,7 +101,7 @@ def test_real_firmware_grid_lifecycle(run_cli, tmp_path):
         import cbor2
 
         for name, b in boards.items():
-            response = asyncio.run(_coap_get("coap://127.0.0.1:%d/i" % b["port"]))
+            response = asyncio.run(_coap_get("coap://%s:%d/i" % (b["host"], b["port"])))
             assert response.code == aiocoap.CONTENT, response
             status = cbor2.loads(response.payload)
             assert status[0] == name  # ST_NAME
@@ -112,7 +117,7 @@ def test_real_firmware_grid_lifecycle(run_cli, tmp_path):
         run_cli("sim", "up", "--nodes", "3", "--home", home)
         again = _ls(run_cli, home)
         assert {n: b["port"] for n, b in again.items()} == {n: b["port"] for n, b in boards.items()}
-        response = asyncio.run(_coap_get("coap://127.0.0.1:%d/i" % again["node02"]["port"]))
+        response = asyncio.run(_coap_get("coap://%s:%d/i" % (again["node02"]["host"], again["node02"]["port"])))
         assert response.code == aiocoap.CONTENT
     finally:
         run_cli("sim", "down", "--home", home, check=False)
@@ -135,14 +140,14 @@ def test_sigkill_leaves_board_down(run_cli, oh_home, stub_firmware):
     assert not _pid_alive(victim["pid"]) and not _pid_alive(victim["supervisor_pid"])
     for name in ("node01", "node03"):
         assert after[name]["state"] == "running" and after[name]["pid"] == before[name]["pid"]
-        assert _echo(after[name]["port"]) == b"echo:ping"
+        assert _echo(after[name]) == b"echo:ping"
     table = run_cli("sim", "ls").stdout
     assert "crashed" in table and "killed by SIGKILL" in table
 
     run_cli("sim", "up", "--nodes", "3")  # brings it back, same port, same image
     back = _ls(run_cli, oh_home)["node02"]
     assert back["state"] == "running" and back["port"] == victim["port"]
-    assert _echo(back["port"]) == b"echo:ping"
+    assert _echo(back) == b"echo:ping"
     run_cli("sim", "down")
     assert _boots(back["image"]) == 2
 
@@ -159,15 +164,15 @@ def test_sim_kill_command(run_cli, oh_home, stub_firmware):
 
 def test_watchdog_reset_restarts_board(fleet, stub_firmware):
     (board,) = fleet.up(1)
-    _send(board.port, b"reset")
+    _send(board, b"reset")
     info = wait_for(lambda: (lambda i: i if i.restarts == 1 and i.state == "running" else None)(fleet.info("node01")))
     assert info.pid != board.pid and info.port == board.port
-    assert _echo(info.port) == b"echo:ping"
+    assert _echo(info) == b"echo:ping"
 
 
 def test_other_exit_status_leaves_board_down(fleet, stub_firmware):
     a, b = fleet.up(2)
-    _send(a.port, b"crash")
+    _send(a, b"crash")
     info = wait_for(lambda: (lambda i: i if i.state == "crashed" else None)(fleet.info("node01")))
     assert info.reason == "exited with status 1" and info.pid is None
     assert fleet.info("node02").state == "running"
@@ -291,7 +296,8 @@ def test_fleet_api(fleet, stub_firmware):
     boards = fleet.up(2)
     assert [b.name for b in boards] == ["node01", "node02"]
     assert all(b.state == "running" and b.pid and b.supervisor_pid for b in boards)
-    assert boards[0].uri == "coap://127.0.0.1:%d" % boards[0].port
+    assert boards[0].uri == "coap://127.0.1.1:%d" % boards[0].port
+    assert boards[1].host == "127.0.1.2", "every board has a loopback address of its own"
     fleet.kill("node01")
     assert fleet.info("node01").state == "crashed"
     fleet.remove("node01")

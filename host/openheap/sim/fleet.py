@@ -142,14 +142,26 @@ def _signal(pid, sig) -> None:
         pass
 
 
-def _free_udp_port(used: set[int]) -> int:
+def board_host(number: int) -> str:
+    """The loopback address of virtual board number ``number`` (1-based).
+
+    Every board gets an address of its own (127.0.1.1, 127.0.1.2, ...), as
+    boards on a LAN do: a grid of boards that all share 127.0.0.1 confuses
+    clients that attribute ICMP errors by host (aiocoap fails every request
+    to a host when one port of it is unreachable).
+    """
+    n = number - 1
+    return "127.0.%d.%d" % (1 + n // 254, 1 + n % 254)
+
+
+def _free_udp_port(host: str, used: set) -> int:
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((HOST, 0))
+            s.bind((host, 0))
             port = s.getsockname()[1]
-        if port not in used:
+        if (host, port) not in used:
             return port
-    raise SimError("could not find a free UDP port on %s" % HOST)
+    raise SimError("could not find a free UDP port on %s" % host)
 
 
 def _natural(name: str):
@@ -318,7 +330,7 @@ class Fleet:
         with self._locked():
             bundle = build_bundle(self._sim_arch())
             names = self.names()[:n]
-            used = {self._config(self.root / x)["port"] for x in self.names()}
+            used = {(c.get("host", HOST), c["port"]) for c in (self._config(self.root / x) for x in self.names())}
             taken = set(self.names())
             number = 0
             while len(names) < n:
@@ -326,9 +338,10 @@ class Fleet:
                 name = "node%02d" % number
                 if name in taken:
                     continue
-                port = _free_udp_port(used)
-                used.add(port)
-                self._create(name, bdef, fs_size or bdef.fs_size, port)
+                host = board_host(number)
+                port = _free_udp_port(host, used)
+                used.add((host, port))
+                self._create(name, bdef, fs_size or bdef.fs_size, host, port)
                 names.append(name)
             names.sort(key=_natural)  # a gap (node02 removed) is filled in place
             started = {}
@@ -345,14 +358,14 @@ class Fleet:
         """mpy arch of bundles for virtual boards (any simulated board type)."""
         return boards_mod.get_board("virtual").mpy_arch
 
-    def _create(self, name: str, bdef, fs_size: int, port: int) -> None:
+    def _create(self, name: str, bdef, fs_size: int, host: str, port: int) -> None:
         path = self.board_dir(name)
         try:
             path.mkdir(parents=True)
             cfg = {
                 "name": name,
                 "board": bdef.name,
-                "host": HOST,
+                "host": host,
                 "port": port,
                 "image": str(path / "fs.img"),
                 "block_size": bdef.fs_block_size,

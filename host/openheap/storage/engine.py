@@ -1,0 +1,315 @@
+"""Putting and getting files on the grid's nodes over CoAP.
+
+The storage library (encoder, decoder, placement) does the work; this module
+moves its bytes. ``put`` encodes the file segment by segment and streams every
+planned share to its node at the same time, in one pass (each share's SHA-256
+goes with its last block), so memory stays bounded by a few segments whatever
+the file size; shares the grid already holds (the same file put before, with
+convergent encryption) are not sent again. ``get`` asks every node which
+shares it holds, reads k of them from the nodes that answered fastest,
+checks every block against the hash trees and replaces a share whose block
+is corrupt or whose node fails with another one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable
+
+from openheap.errors import CoapError, NodeUnreachable
+from openheap.node import NodeClient
+from openheap.storage import crypto
+from openheap.storage.caps import LITERAL_MAX, LiteralCap, ReadCap, VerifyCap
+from openheap.storage.decoder import Decoder
+from openheap.storage.encoder import Encoder, read_exactly
+from openheap.storage.errors import CorruptShare, NotEnoughShares, NotHappy, StorageError
+from openheap.storage.layout import HEADER_SIZE, Params, segment_range, share_length, trailer_range
+from openheap.storage.placement import Node as PlacementNode
+from openheap.storage.placement import check_happy, place
+
+__all__ = ["Peer", "Grid", "PutResult", "GetResult", "put", "get", "locate", "delete"]
+
+QUEUE_SEGMENTS = 2  # segments buffered per share between encoder and sender
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A node the engine may use: where it is and what it can take."""
+
+    name: str
+    host: str
+    port: int
+    free: int = 1 << 40
+    max_share: int | None = None
+    zone: str | None = None
+
+
+@dataclass
+class PutResult:
+    cap: object
+    placed: dict[int, str] = field(default_factory=dict)  # shnum -> node name (sent now)
+    existing: dict[int, str] = field(default_factory=dict)  # shnum -> node name (already there)
+    bytes_sent: int = 0
+    failed: dict[int, str] = field(default_factory=dict)  # shnum -> why
+
+
+@dataclass
+class GetResult:
+    size: int
+    served: dict[int, str] = field(default_factory=dict)  # shnum -> node name
+    corrupt: list[tuple[str, int, str]] = field(default_factory=list)  # (node, shnum, reason)
+    failed: list[tuple[str, int, str]] = field(default_factory=list)  # (node, shnum, error)
+
+
+class Grid:
+    """The nodes available to one operation, a CoAP client for each.
+
+    Each node gets a client context (a UDP socket) of its own: aiocoap, with
+    one socket for many peers, fails requests to live nodes when an ICMP
+    "port unreachable" from a dead one arrives at the same time (seen on
+    loopback with several boards down), and a grid operation must tell a
+    dead node from a live one.
+    """
+
+    def __init__(self, peers: list[Peer], *, timeout: float = 10.0):
+        self.peers = {p.name: p for p in peers}
+        self.timeout = timeout
+        self.clients: dict[str, NodeClient] = {}
+
+    async def __aenter__(self) -> "Grid":
+        self.clients = {p.name: NodeClient(p.host, p.port, name=p.name, timeout=self.timeout)
+                        for p in self.peers.values()}
+        await asyncio.gather(*(c.__aenter__() for c in self.clients.values()))
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await asyncio.gather(*(c.close() for c in self.clients.values()), return_exceptions=True)
+
+
+async def locate(grid: Grid, si: bytes) -> dict[int, list[tuple[str, int, float]]]:
+    """Which node holds which share of ``si``: ``{shnum: [(node, size, seconds)]}``,
+    each list fastest-answering node first. Silent or failing nodes are skipped."""
+
+    async def ask(name):
+        t = time.monotonic()
+        try:
+            held = await grid.clients[name].share_set(si)
+        except CoapError:
+            return name, {}, 0.0
+        return name, held, time.monotonic() - t
+
+    found: dict[int, list] = {}
+    for name, held, took in await asyncio.gather(*(ask(nm) for nm in grid.clients)):
+        for shnum, size in held.items():
+            found.setdefault(shnum, []).append((name, size, took))
+    for lst in found.values():
+        lst.sort(key=lambda e: e[2])
+    return found
+
+
+async def delete(grid: Grid, si: bytes) -> int:
+    """Delete every share of ``si`` on every node; returns how many nodes had some."""
+
+    async def one(name):
+        try:
+            await grid.clients[name].delete_share(si)
+            return 1
+        except CoapError:
+            return 0
+
+    return sum(await asyncio.gather(*(one(nm) for nm in grid.clients)))
+
+
+def _file_key(src: BinaryIO, params: Params, secret: bytes | None) -> bytes:
+    if secret is None:
+        return crypto.random_key()
+    digest, _ = crypto.sha256_stream(src)
+    src.seek(0)
+    return crypto.convergent_key(secret, digest, params.k, params.n, params.segsize)
+
+
+async def put(grid: Grid, src: BinaryIO, size: int, *, k: int = 3, n: int = 10, happy: int = 7,
+              secret: bytes | None = None, progress: Callable[[int], None] | None = None) -> PutResult:
+    """Store ``size`` bytes from the seekable binary file ``src`` on the grid.
+
+    ``secret`` (the grid's convergence secret) gives a convergent key; None a
+    random one. Raises :class:`NotHappy` (and leaves no share of this put
+    behind) when the shares cannot be placed so that any k of ``happy``
+    nodes rebuild the file.
+    """
+    if size <= LITERAL_MAX:
+        data = read_exactly(src, size)
+        return PutResult(LiteralCap(data))
+    params = Params(k, n, size)
+    key = _file_key(src, params, secret)
+    si = crypto.storage_index(key)
+    slen = share_length(params)
+    held = await locate(grid, si)
+    existing = {s: lst[0][0] for s, lst in held.items() if lst[0][1] == slen and s < n}
+    nodes = [PlacementNode(p.name, p.free, p.max_share, p.zone) for p in grid.peers.values()]
+    plan = place(si, nodes, n, happy, k, slen, existing=existing)
+    result = PutResult(None, existing=dict(existing))
+    enc = Encoder(key, params)
+    queues = {s: asyncio.Queue(maxsize=QUEUE_SEGMENTS) for s in plan}
+
+    async def chunks(q):
+        while True:
+            c = await q.get()
+            if c is None:
+                return
+            yield c
+
+    async def send(shnum, node):
+        q = queues[shnum]
+        try:
+            await grid.clients[node].put_share_stream(si, shnum, chunks(q), slen)
+            result.placed[shnum] = node
+            result.bytes_sent += slen
+        except (CoapError, OSError) as e:
+            result.failed[shnum] = "%s: %s" % (node, e)
+            while await q.get() is not None:  # let the producer go on
+                pass
+
+    senders = [asyncio.create_task(send(s, nd)) for s, nd in plan.items()]
+    try:
+        for s, q in queues.items():
+            await q.put(enc.header(s))
+        done = 0
+        for segnum in range(params.num_segments):
+            want = params.segment_size(segnum)
+            data = read_exactly(src, want)
+            if len(data) != want:
+                raise StorageError("the file is shorter than its %d bytes; was it changed while "
+                                   "being stored?" % size)
+            blocks = enc.encode_segment(data)
+            for s, q in queues.items():
+                await q.put(blocks[s])
+            done += want
+            if progress:
+                progress(done)
+        _, _, trailers = enc.finish()
+        for s, q in queues.items():
+            await q.put(trailers[s])
+            await q.put(None)
+        await asyncio.gather(*senders)
+    except BaseException:
+        for t in senders:
+            t.cancel()
+        await asyncio.gather(*senders, return_exceptions=True)
+        await _remove(grid, si, plan)
+        raise
+    result.cap = enc.read_cap()
+    have = dict(existing)
+    have.update(result.placed)
+    try:
+        check_happy(list(have.items()), happy, k)
+    except NotHappy as e:
+        await _remove(grid, si, result.placed)
+        why = "; ".join("share %d: %s" % kv for kv in sorted(result.failed.items()))
+        raise NotHappy("%s%s" % (e, " (failed: %s)" % why if why else ""), e.happiness, e.needed) from None
+    return result
+
+
+async def _remove(grid: Grid, si: bytes, plan: dict[int, str]) -> None:
+    async def one(shnum, node):
+        try:
+            await grid.clients[node].delete_share(si, shnum)
+        except CoapError:
+            pass
+
+    await asyncio.gather(*(one(s, nd) for s, nd in plan.items()))
+
+
+class _Source:
+    """One share being read: its node, and whether its trailer checked out."""
+
+    def __init__(self, shnum: int, node: str):
+        self.shnum, self.node = shnum, node
+
+
+async def get(grid: Grid, cap, out: BinaryIO, *,
+              progress: Callable[[int], None] | None = None) -> GetResult:
+    """Write the file ``cap`` names to ``out``, verifying every block.
+
+    Raises :class:`NotEnoughShares` naming how many shares were found and how
+    many are needed when fewer than k good shares can be read.
+    """
+    if isinstance(cap, LiteralCap):
+        out.write(cap.data)
+        return GetResult(len(cap.data))
+    if not isinstance(cap, (ReadCap, VerifyCap)):
+        raise TypeError("get needs a read or verify capability")
+    res = GetResult(cap.size)
+    si = cap.storage_index
+    held = await locate(grid, si)
+    # candidates: fastest node first; systematic shares (< k) first on ties
+    cands = sorted(((lst[0][2], s >= cap.k, s, nd) for s, lst in held.items() for nd, _, _ in lst[:1]))
+    queue = [_Source(s, nd) for _, _, s, nd in cands]
+    dec = Decoder(cap)
+    active: list[_Source] = []
+
+    async def admit(src: _Source) -> bool:
+        client = grid.clients[src.node]
+        try:
+            header = await client.read_range(si, src.shnum, 0, HEADER_SIZE)
+            p = dec.params or Params(cap.k, cap.n, cap.size)
+            off, ln = trailer_range(p)
+            trailer = await client.read_range(si, src.shnum, off, ln)
+            dec.add_share(src.shnum, header, trailer)
+            return True
+        except CorruptShare as e:
+            res.corrupt.append((src.node, src.shnum, e.reason))
+        except (CoapError, OSError) as e:
+            res.failed.append((src.node, src.shnum, str(e)))
+        return False
+
+    async def fill():
+        while len(active) < cap.k and queue:
+            batch = []
+            while queue and len(active) + len(batch) < cap.k:
+                batch.append(queue.pop(0))
+            oks = await asyncio.gather(*(admit(b) for b in batch))
+            active.extend(b for b, ok in zip(batch, oks) if ok)
+        if len(active) < cap.k:
+            bad = {s for _, s, _ in res.corrupt + res.failed}
+            good = len(set(held) - bad) if held else 0
+            err = NotEnoughShares(good, cap.k)
+            err.result = res
+            raise err
+
+    await fill()
+    p = dec.params
+    written = 0
+    for segnum in range(p.num_segments):
+        blocks: dict[int, bytes] = {}
+        while len(blocks) < cap.k:
+            need = [s for s in active if s.shnum not in blocks]
+
+            async def fetch(src):
+                off, ln = segment_range(p, segnum)
+                try:
+                    return src, await grid.clients[src.node].read_range(si, src.shnum, off, ln)
+                except (CoapError, OSError) as e:
+                    return src, e
+
+            for src, got in await asyncio.gather(*(fetch(s) for s in need)):
+                if isinstance(got, Exception):
+                    res.failed.append((src.node, src.shnum, str(got)))
+                    active.remove(src)
+                elif not dec.block_ok(src.shnum, segnum, got):
+                    res.corrupt.append((src.node, src.shnum, "block %d does not match its hash" % segnum))
+                    active.remove(src)
+                else:
+                    blocks[src.shnum] = got
+            if len(blocks) < cap.k:
+                await fill()
+        data = dec.decode_segment(segnum, blocks)
+        out.write(data)
+        written += len(data)
+        if progress:
+            progress(written)
+    res.served = {s.shnum: s.node for s in active}
+    return res
