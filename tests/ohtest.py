@@ -45,3 +45,22 @@ def wait_for(predicate, timeout=10.0, interval=0.05):
         if time.monotonic() > deadline:
             raise AssertionError("condition not met within %g s" % timeout)
         time.sleep(interval)
+
+
+def flip_byte_in_image(image, file_path: str, offset: int, block_size: int = 4096) -> None:
+    """Flip one byte of ``file_path`` inside a (stopped) board's littlefs image,
+    as a bit of flash going bad would; the file keeps its size."""
+    from littlefs import LittleFS
+
+    image = Path(image)
+    data = bytearray(image.read_bytes())
+    fs = LittleFS(block_size=block_size, block_count=len(data) // block_size, mount=False)
+    fs.context.buffer = data
+    fs.mount()
+    with fs.open(file_path, "rb") as f:
+        content = bytearray(f.read())
+    content[offset] ^= 0xFF
+    with fs.open(file_path, "wb") as f:
+        f.write(bytes(content))
+    fs.unmount()
+    image.write_bytes(bytes(fs.context.buffer))

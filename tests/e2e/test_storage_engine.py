@@ -102,3 +102,22 @@ def test_not_happy_leaves_nothing_behind(boards):
             return [len((await c.list_shares())[3]) for c in g.clients.values()]
 
     assert asyncio.run(count()) == [0, 0]
+
+
+@pytest.mark.nodes(4)
+def test_corrupt_share_is_detected_and_worked_around(fleet, boards):
+    from ohtest import flip_byte_in_image
+
+    from openheap.node import si_text
+    from openheap.storage.layout import HEADER_SIZE
+
+    data = os.urandom(200 * 1000)
+    res = _put(boards, data, k=2, n=4, happy=3, secret=SECRET)
+    victim = next(b for b in boards if b.name == res.placed[0])
+    fleet.down([victim.name])
+    flip_byte_in_image(victim.image, "/s/%s/0" % si_text(res.cap.storage_index), HEADER_SIZE + 1000)
+    boards = fleet.up(4)
+    back, got = _get(boards, res.cap)
+    assert back == data, "the right bytes come back from the other shares"
+    assert (victim.name, 0) in [(node, shnum) for node, shnum, _ in got.corrupt]
+    assert 0 not in got.served

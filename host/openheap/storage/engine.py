@@ -33,6 +33,7 @@ from openheap.storage.placement import check_happy, place
 __all__ = ["Peer", "Grid", "PutResult", "GetResult", "put", "get", "locate", "delete"]
 
 QUEUE_SEGMENTS = 2  # segments buffered per share between encoder and sender
+FAST_STEP = 0.025  # answer times within this of each other count as equally fast
 
 
 @dataclass(frozen=True)
@@ -245,8 +246,11 @@ async def get(grid: Grid, cap, out: BinaryIO, *,
     res = GetResult(cap.size)
     si = cap.storage_index
     held = await locate(grid, si)
-    # candidates: fastest node first; systematic shares (< k) first on ties
-    cands = sorted(((lst[0][2], s >= cap.k, s, nd) for s, lst in held.items() for nd, _, _ in lst[:1]))
+    # Candidates: fastest nodes first (in steps of FAST_STEP seconds, so that
+    # noise does not count), and among equally fast ones the systematic shares
+    # (< k): they hold the ciphertext itself and need no decoding.
+    cands = sorted(((int(lst[0][2] / FAST_STEP), s >= cap.k, s, nd)
+                    for s, lst in held.items() for nd, _, _ in lst[:1]))
     queue = [_Source(s, nd) for _, _, s, nd in cands]
     dec = Decoder(cap)
     active: list[_Source] = []
