@@ -169,3 +169,30 @@ def run_cli():
         return proc
 
     return run
+
+
+@pytest.fixture(scope="module")
+def module_fleet(tmp_path_factory, request):
+    """A :class:`Fleet` shared by a whole test module, in a module-private
+    home; stopped (and any process left from that home killed) at its end."""
+    import shutil
+
+    from openheap.sim.fleet import Fleet
+
+    home = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1] + "-home")
+    fleet = Fleet(home)
+    try:
+        yield fleet
+    finally:
+        try:
+            fleet.down(timeout=5)
+        finally:
+            leaked = reap(home)
+            shutil.rmtree(home, ignore_errors=True)
+            assert not leaked, "processes still running after fleet.down(): %s" % leaked
+
+
+@pytest.fixture(scope="module")
+def board(module_fleet):
+    """One running virtual board shared by a whole test module."""
+    return module_fleet.up(1)[0]
