@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from ohtest import _processes_under, reap, wait_for  # noqa: F401 (re-exported)
+from ohtest import _processes_under, openheap_command, reap, wait_for  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,14 +139,6 @@ def boards(fleet, request):
     marker = request.node.get_closest_marker("nodes")
     n = marker.args[0] if marker else 3
     return fleet.up(n)
-
-
-def openheap_command() -> list[str]:
-    """The installed ``openheap`` script next to this Python, else ``python -m``."""
-    script = Path(sys.executable).parent / "openheap"
-    if script.is_file():
-        return [str(script)]
-    return [sys.executable, "-m", "openheap.cli.main"]
 
 
 @pytest.fixture

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -64,3 +66,11 @@ def flip_byte_in_image(image, file_path: str, offset: int, block_size: int = 409
         f.write(bytes(content))
     fs.unmount()
     image.write_bytes(bytes(fs.context.buffer))
+
+
+def openheap_command() -> list[str]:
+    """The installed ``openheap`` script next to this Python, else ``python -m``."""
+    script = Path(sys.executable).parent / "openheap"
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-m", "openheap.cli.main"]

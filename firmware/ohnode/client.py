@@ -17,7 +17,7 @@ class Client:
         self._tok = random.getrandbits(16)
         self._ato = ack_timeout_ms
         self._pend = {}  # mid -> [Event, (type, code, payload) or None]
-        self._wait = {}  # token -> [Event, (type, code, payload) or None]
+        self._wait = {}  # token -> [Event, (type, code, payload) or None, Location-Path]
 
     def next_mid(self):
         self._mid = (self._mid + 1) & 0xFFFF
@@ -34,6 +34,7 @@ class Client:
             e = self._wait.get(m.tok)
             if e is not None:
                 e[1] = r
+                e[2] = tuple(bytes(v) for n, v in m.opts if n == P.OPT_LOCATION_PATH)
                 e[0].set()
 
     async def exchange(self, peer, data, mid):
@@ -58,24 +59,33 @@ class Client:
         finally:
             del self._pend[mid]
 
-    async def request(self, peer, code, path, payload=None, cf=None, timeout_ms=30000):
+    async def request(self, peer, code, path, payload=None, cf=None, timeout_ms=30000, query=()):
         # Confirmable request; waits for the piggybacked or separate response.
-        # Returns (code, payload).
+        # path: "a/b" or a sequence of segments (str or bytes); query: Uri-Query
+        # strings. Returns (code, payload, Location-Path segments as a tuple of
+        # bytes). Raises OSError when unanswered (or on RST), and
+        # asyncio.TimeoutError when an empty ACK is followed by no response.
         self._tok = (self._tok + 1) & 0xFFFF
         tok = self._tok.to_bytes(2, "big")
-        opts = [(P.OPT_URI_PATH, s.encode()) for s in path.split("/") if s]
+        if isinstance(path, str):
+            path = path.split("/")
+        opts = [(P.OPT_URI_PATH, s if isinstance(s, bytes) else s.encode()) for s in path if s]
+        opts += [(P.OPT_URI_QUERY, q.encode()) for q in query]
         if cf is not None:
             opts.append((P.OPT_CONTENT_FORMAT, coap.uint_bytes(cf)))
-        buf = bytearray(64 + len(path) + (len(payload) if payload else 0))
+        n = 32 + (len(payload) if payload else 0)
+        for o in opts:
+            n += 3 + len(o[1])
+        buf = bytearray(n)
         mid = self.next_mid()
-        n = coap.build(buf, P.CON, code, mid, tok, opts, payload)
-        w = [asyncio.Event(), None]
+        n = coap.build(buf, P.CON, code, mid, tok, coap.sort_opts(opts), payload)
+        w = [asyncio.Event(), None, ()]
         self._wait[tok] = w
         try:
             t, c, pl = await self.exchange(peer, memoryview(buf)[:n], mid)
-            if c:
-                return c, pl
+            if c:  # piggybacked
+                return c, pl, w[2]
             await asyncio.wait_for_ms(w[0].wait(), timeout_ms)
-            return w[1][1], w[1][2]
+            return w[1][1], w[1][2], w[2]
         finally:
             del self._wait[tok]

@@ -39,6 +39,18 @@ async def _feeder(plat, srv, period, changed):
             await asyncio.sleep_ms(_MIN_NOTE_MS)
 
 
+async def _sweeper(lz, period):
+    # Lease expiry every `lease_check` seconds (a no-op until the node
+    # knows the time).
+    ms = max(100, int(period * 1000))
+    while True:
+        await asyncio.sleep_ms(ms)
+        try:
+            await lz.sweep()
+        except Exception as e:  # a bad flash moment must not end the sweeps
+            print("openheap: lease sweep", repr(e))
+
+
 async def _run(plat, cfg, root):
     import socket
     from ohproto import const as P
@@ -46,6 +58,8 @@ async def _run(plat, cfg, root):
     from ohnode.client import Client
     from ohnode.shares import Shares
     from ohnode.status import Status
+    from ohnode.epoch import Epoch
+    from ohnode.lease import Leases
     from ohproto import cbor  # noqa: settle the heap before serving
     import gc
 
@@ -68,10 +82,18 @@ async def _run(plat, cfg, root):
     st = Status(srv, cfg, sh, plat.ticks)
     srv.res[P.PATH_SHARES] = sh
     srv.res[P.PATH_STATUS] = st
+    ep = Epoch(plat.ticks)
+    sh.lease = Leases(sh, cfg, ep)
 
     ev = asyncio.Event()
     sh.changed = ev.set
     asyncio.create_task(_feeder(plat, srv, cfg.get("status_period", 5), ev))
+    asyncio.create_task(_sweeper(sh.lease, cfg.get("lease_check", P.LEASE_CHECK)))
+    if cfg.get("coordinator"):  # else the node does not register
+        from ohnode.reg import Reg
+
+        st.reg = Reg(srv, cfg, sh, ep, plat.ticks)
+        asyncio.create_task(st.reg.run())
     print("openheap node %s listening on %s:%d" % (cfg.get("name", "?"), cfg.get("host", ip), port))
     gc.collect()
     # Collect often: short-lived garbage is then freed before it spreads the

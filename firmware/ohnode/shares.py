@@ -1,7 +1,9 @@
 # Share store on flash and its resource /s (see protocols/RESOURCES.md).
-# Layout: <root>/s/<si hex>/<shnum>; uploads stream block by block into
+# Layout: <root>/s/<si base64url>/<shnum>, and the index's lease in
+# <root>/s/<si>/.l (ohnode.lease); uploads stream block by block into
 # <root>/s/.up<slot> and are renamed into place once length and SHA-256
 # check out, so a crash never leaves a partial share under a real name.
+# Names starting with '.' are never shares: listings and counts skip them.
 import os
 import hashlib
 import binascii
@@ -67,6 +69,19 @@ def _rm(p):
         pass
 
 
+def _names(d):
+    # The share files in folder d.
+    return [e[0] for e in os.ilistdir(d) if e[0][0] != "."]
+
+
+def _count(d):
+    k = 0
+    for e in os.ilistdir(d):
+        if e[0][0] != ".":
+            k += 1
+    return k
+
+
 class _Up:
     # One Block1 upload in progress.
     def __init__(self, peer, key, tmp, digest, size, now):
@@ -80,37 +95,38 @@ class _Up:
         self.off = 0
         self.last = 0  # offset of the last block taken, for retransmissions
         self.t = now
+        self.lease = None  # l= seconds, from block 0 or the last block
 
 
 class Shares:
     def __init__(self, srv, root, cfg, ticks):
         self._srv = srv
-        self._d = root + "/s"
-        self._max = cfg.get("max_share", 1 << 20)
+        self.dir = root + "/s"  # the share folders, and temporaries (.up<slot>, .lt)
+        self.max_share = cfg.get("max_share", 1 << 20)
         self._maxn = cfg.get("max_shares", 256)
         self._reserve = 4 * cfg.get("block_size", 4096)
         self._ticks = ticks  # (ticks_ms, ticks_diff)
         self._up = [None] * _SLOTS
         self.changed = None  # callback when the set of shares changes
+        self.lease = None  # ohnode.lease.Leases, set by the node
         self._st = None  # cached (free, total)
         self.count = 0
         self._scan()
 
     def _scan(self):
-        # Count shares and remove leftovers of uploads cut by a reset.
-        d = self._d
+        # Count shares and remove leftovers of uploads and lease writes cut
+        # by a reset (.up<slot>, .lt).
+        d = self.dir
         try:
             os.mkdir(d)
         except OSError:
             pass
         n = 0
         for e in list(os.ilistdir(d)):
-            if e[0].startswith(".up"):
+            if e[0][0] == ".":
                 _rm(d + "/" + e[0])
             elif e[1] == 0x4000:
-                k = 0
-                for _ in os.ilistdir(d + "/" + e[0]):
-                    k += 1
+                k = _count(d + "/" + e[0])
                 if not k:  # made just before a reset cut the upload
                     self._prune(e[0])
                 n += k
@@ -121,7 +137,7 @@ class Shares:
         # filesystem to count blocks in use, so the answer is cached until
         # the store changes (commit, delete, a dropped upload, a new one).
         if self._st is None:
-            s = os.statvfs(self._d)
+            s = os.statvfs(self.dir)
             # littlefs can count more blocks in use than exist when nearly
             # full, and f_bavail then wraps around: clamp it.
             self._st = (s[0] * (s[4] if s[4] <= s[2] else 0), s[0] * s[2])
@@ -147,12 +163,17 @@ class Shares:
         except ValueError:
             return rsp.err(P.BAD_REQUEST, "bad storage index or share number")
         if n == 1:
+            lz = self.lease
             if m == P.GET:
+                if lz and req.opt(P.OPT_URI_QUERY) is not None and lz.asked(req):
+                    return lz.info(rsp, si)
                 return self._set(req, rsp, si)
             if m == P.DELETE:
                 return self._delete_all(rsp, si)
-            return rsp.err(P.METHOD_NOT_ALLOWED, "GET or DELETE")
-        p = "%s/%s/%d" % (self._d, si, num)
+            if m == P.POST and lz:
+                return lz.renew(req, rsp, si)
+            return rsp.err(P.METHOD_NOT_ALLOWED, "GET, POST or DELETE")
+        p = "%s/%s/%d" % (self.dir, si, num)
         if m == P.GET:
             return self._get(req, rsp, p)
         if m == P.PUT:
@@ -162,20 +183,27 @@ class Shares:
         return rsp.err(P.METHOD_NOT_ALLOWED, "GET, PUT or DELETE")
 
     def _entries(self, si):
-        d = self._d + "/" + si
-        return [[int(e[0]), e[3]] for e in os.ilistdir(d)]
+        d = self.dir + "/" + si
+        return [[int(e[0]), e[3]] for e in os.ilistdir(d) if e[0][0] != "."]
+
+    def held(self, si):
+        # Number of shares of si on this node.
+        try:
+            return _count(self.dir + "/" + si)
+        except OSError:
+            return 0
 
     def _list(self, req, rsp):
         from ohproto import cbor
 
         out = []
-        for e in os.ilistdir(self._d):
+        for e in os.ilistdir(self.dir):
             if e[1] == 0x4000:
                 out.append([_si_bytes(e[0]), self._entries(e[0])])
         free, total = self.stat()
         body = cbor.dumps(
             {P.LS_FREE: free, P.LS_TOTAL: total, P.LS_COUNT: self.count,
-             P.LS_SHARES: out, P.LS_MAX_SHARE: self._max}
+             P.LS_SHARES: out, P.LS_MAX_SHARE: self.max_share}
         )
         return self._body(req, rsp, body)
 
@@ -228,9 +256,9 @@ class Shares:
         self._changed()
 
     def _delete_all(self, rsp, si):
-        d = self._d + "/" + si
+        d = self.dir + "/" + si
         try:
-            names = [e[0] for e in os.ilistdir(d)]
+            names = _names(d)
         except OSError:
             names = ()
         if not names:
@@ -253,18 +281,33 @@ class Shares:
         rsp.later = later
 
     def _remove(self, rsp, si, names):
-        d = self._d + "/" + si
+        self.drop(si, names)
+        rsp.code = P.DELETED
+
+    def drop(self, si, names=None):
+        # Delete the shares `names` (default: all) of si, and its folder and
+        # lease once no share is left; returns how many were deleted.
+        d = self.dir + "/" + si
+        if names is None:
+            names = _names(d)
         for nm in names:
             _rm(d + "/" + nm)
-            self.count -= 1
+        self.count -= len(names)
         self._prune(si)
-        rsp.code = P.DELETED
         self._changed()
+        return len(names)
 
     def _prune(self, si):
+        # Remove the folder of si, with its lease, when it holds no share.
+        # The lease goes last: a reset before leaves a folder without shares,
+        # which the next boot prunes (_scan).
+        d = self.dir + "/" + si
         try:
-            os.rmdir(self._d + "/" + si)
-        except OSError:  # not empty
+            if _count(d):
+                return
+            _rm(d + "/.l")
+            os.rmdir(d)
+        except OSError:
             pass
 
     def _changed(self):
@@ -310,7 +353,7 @@ class Shares:
             return None
         for i in range(_SLOTS):
             if self._up[i] is None:
-                u = _Up(req.peer, key, "%s/.up%d" % (self._d, i), digest, size, now)
+                u = _Up(req.peer, key, "%s/.up%d" % (self.dir, i), digest, size, now)
                 self._up[i] = u
                 return u
         rsp.err(P.SERVICE_UNAVAILABLE, "too many uploads")
@@ -322,7 +365,7 @@ class Shares:
 
     def _too_large(self, rsp):
         rsp.err(P.REQUEST_ENTITY_TOO_LARGE, "share too large")
-        rsp.add(P.OPT_SIZE1, self._max)
+        rsp.add(P.OPT_SIZE1, self.max_share)
 
     def _put(self, req, rsp, si, p):
         b1 = req.opt(P.OPT_BLOCK1)
@@ -342,11 +385,15 @@ class Shares:
             if not self._precondition(req, p):
                 return rsp.err(P.PRECONDITION_FAILED, "precondition failed")
             size = req.opt_uint(P.OPT_SIZE1)
-            if (size is not None and size > self._max) or ln > self._max:
+            if (size is not None and size > self.max_share) or ln > self.max_share:
                 return self._too_large(rsp)
+            lq = self._lq(req)
+            if lq == -1:
+                return rsp.err(P.BAD_REQUEST, "l= must be seconds, at most %d" % P.LEASE_MAX)
             u = self._start(req, rsp, p, size, now)
             if u is None:
                 return rsp.code
+            u.lease = lq
         elif u is None:
             return rsp.err(P.REQUEST_ENTITY_INCOMPLETE, "no upload in progress")
         elif off == u.last and off + ln == u.off:  # retransmitted last block
@@ -354,7 +401,7 @@ class Shares:
         elif off != u.off:
             self._drop(u)
             return rsp.err(P.REQUEST_ENTITY_INCOMPLETE, "block out of sequence")
-        if u.off + ln > self._max:
+        if u.off + ln > self.max_share:
             self._drop(u)
             return self._too_large(rsp)
         if u.size is not None and u.off + ln > u.size:
@@ -379,10 +426,21 @@ class Shares:
                 self._drop(u)
                 return rsp.err(P.BAD_REQUEST, "h= ill-formed or changed")
             u.digest = d or u.digest
+            lq = self._lq(req)  # so may l=; the last block's wins
+            if lq == -1:
+                self._drop(u)
+                return rsp.err(P.BAD_REQUEST, "l= must be seconds, at most %d" % P.LEASE_MAX)
+            if lq is not None:
+                u.lease = lq
         if not u.digest:
             self._drop(u)
             return rsp.err(P.BAD_REQUEST, "need h=<sha256 hex> query")
         return self._commit(rsp, u, si, p, b1, num, szx)
+
+    def _lq(self, req):
+        # The l= query (lease seconds): None when absent or no leases, -1 bad.
+        lz = self.lease
+        return lz.query(req) if lz else None
 
     def _precondition(self, req, p):
         # If-None-Match: only create. If-Match: empty value = only replace;
@@ -412,7 +470,7 @@ class Shares:
         if not (ok and ok_len):
             self._drop(u)
             return rsp.err(P.BAD_REQUEST, "hash mismatch" if ok_len else "length mismatch")
-        d = self._d + "/" + si
+        d = self.dir + "/" + si
         try:
             os.mkdir(d)
         except OSError:
@@ -427,6 +485,8 @@ class Shares:
         self._up[self._up.index(u)] = None
         if not old:
             self.count += 1
+        if self.lease:
+            self.lease.stored(si, u.lease)
         rsp.code = P.CHANGED if old else P.CREATED
         if b1 is not None:
             rsp.add(P.OPT_BLOCK1, coap.block_val(num, 0, szx))

@@ -12,6 +12,7 @@ class Status:
         self._shares = shares
         self._ticks = ticks  # (ticks_ms, ticks_diff)
         self._t0 = ticks[0]()
+        self.reg = None  # ohnode.reg.Reg when a coordinator is configured
 
     def body(self):
         from ohproto import cbor
@@ -40,6 +41,16 @@ class Status:
             P.ST_ERRORS: s.errs,
         }
         m[P.ST_HEAP_PEAK] = m[P.ST_HEAP_TOTAL] - s.low
+        lz = self._shares.lease
+        if lz:
+            m[P.ST_EXPIRED] = lz.expired
+            t = lz.epoch.now()
+            if t is not None:
+                m[P.ST_TIME] = t
+        r = self.reg
+        if r:
+            m[P.ST_REGISTERED] = r.registered()
+            m[P.ST_COORDINATOR] = r.addr
         return cbor.dumps(m)
 
     def handle(self, req, rsp, path):

@@ -14,6 +14,7 @@ Exit codes::
     5  SimError      (virtual boards could not be started, stopped, found)
     6  CoapError     (a node answered with a 4.xx/5.xx error)
     7  NodeUnreachable (a node did not answer at all)
+    8  CoordinatorError (openheap.coordinator.errors: not running, already running, port in use)
 
 Other modules extend the hierarchy by subclassing; keep one sentence per
 message and pick the closest existing base.

@@ -103,3 +103,46 @@ LS_TOTAL = const(1)
 LS_COUNT = const(2)
 LS_SHARES = const(3)  # [[si, [[shnum, size], ...]], ...]
 LS_MAX_SHARE = const(4)  # largest share this node accepts
+
+# -- registration with the coordinator (RFC 9176 style; RESOURCES.md
+# "Registration and leases"). The node is the client here.
+POST = const(0x02)
+OPT_LOCATION_PATH = const(8)
+PATH_RD = "rd"  # the coordinator's registration resource: POST /rd?ep=&lt=
+QUERY_EP = "ep="  # endpoint name (the node's name)
+QUERY_LT = "lt="  # registration lifetime, seconds
+REG_LIFETIME = const(60)  # default lt
+REG_LIFETIME_MIN = const(2)
+REG_LIFETIME_MAX = const(90000)  # RFC 9176's default lifetime; longer is clamped
+
+# registration payload map keys (schema "registration"), node -> coordinator
+RG_NAME = const(0)
+RG_BOARD = const(1)
+RG_FIRMWARE = const(2)
+RG_FS_TOTAL = const(3)
+RG_FS_FREE = const(4)
+RG_MAX_SHARE = const(5)
+RG_SHARES = const(6)  # number of shares held
+RG_ZONE = const(7)  # failure-domain label; only when configured
+RG_HEAP_TOTAL = const(8)
+
+# registration answer map keys (schema "registration-answer"), coordinator -> node
+RR_TIME = const(0)  # the coordinator's time, epoch seconds
+RR_LEASE = const(1)  # optional: lease duration, seconds, for PUTs without l=
+
+# -- leases
+QUERY_LEASE = "l="  # PUT /s/<si>/<n>?l=, POST /s/<si>?l=: lease seconds from now
+QUERY_LEASE_INFO = "l"  # GET /s/<si>?l: the lease-info map instead of the share-set
+LEASE_DEFAULT = const(2678400)  # 31 days
+LEASE_MAX = const(315360000)  # 10 years: larger l= values get 4.00
+LEASE_CHECK = const(600)  # seconds between expiry sweeps
+
+# lease-info map keys (schema "lease-info")
+LE_EXPIRES = const(0)  # lease expiry, epoch seconds; absent: none recorded yet
+LE_NOW = const(1)  # the node's time, epoch seconds; absent: the node has no time
+
+# more status map keys (optional in schema "status")
+ST_REGISTERED = const(15)  # bool; only when a coordinator is configured
+ST_COORDINATOR = const(16)  # "host:port" from the configuration; only then too
+ST_TIME = const(17)  # the node's time, epoch seconds; only once it knows it
+ST_EXPIRED = const(18)  # shares deleted by lease expiry since boot

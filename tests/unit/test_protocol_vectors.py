@@ -30,7 +30,7 @@ from ohproto import cbor  # noqa: E402
 VECTORS_PATH = REPO / "protocols" / "vectors.json"
 CDDL_PATH = REPO / "protocols" / "openheap.cddl"
 VECTORS = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
-PAYLOAD_RULES = ("status", "share-list", "share-set")
+PAYLOAD_RULES = ("status", "share-list", "share-set", "registration", "registration-answer", "lease-info")
 
 # pycddl 0.6.4 (cddl-rs) mis-validates arrays whose items are arrays: it
 # rejects an empty ``[* share-entry]`` (and checks only the first item).

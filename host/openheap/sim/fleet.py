@@ -305,7 +305,8 @@ class Fleet:
 
     # -- up
 
-    def up(self, n: int, board: str = "virtual", fs_size: int | None = None, timeout: float = UP_TIMEOUT) -> list[BoardInfo]:
+    def up(self, n: int, board: str = "virtual", fs_size: int | None = None, timeout: float = UP_TIMEOUT,
+           extra_config: dict | None = None) -> list[BoardInfo]:
         """Make the first ``n`` boards run, creating missing ones; return them.
 
         New boards are of board definition ``board`` with a filesystem of
@@ -313,6 +314,10 @@ class Fleet:
         keep theirs. Builds the firmware bundle first, then waits up to
         ``timeout`` seconds for every board to serve. Raises SimError naming
         the board and its log if one does not come up.
+
+        ``extra_config`` keys (e.g. ``coordinator``) are merged into the
+        config of each of the n boards before it starts; a running board whose
+        config changes is restarted.
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise UsageError("the number of boards must be at least 1, not %r" % (n,))
@@ -341,9 +346,11 @@ class Fleet:
                 host = board_host(number)
                 port = _free_udp_port(host, used)
                 used.add((host, port))
-                self._create(name, bdef, fs_size or bdef.fs_size, host, port)
+                self._create(name, bdef, fs_size or bdef.fs_size, host, port, extra_config)
                 names.append(name)
             names.sort(key=_natural)  # a gap (node02 removed) is filled in place
+            if extra_config:
+                self._reconfigure(names, extra_config)
             started = {}
             for name in names:
                 info = self._info(name)
@@ -358,7 +365,21 @@ class Fleet:
         """mpy arch of bundles for virtual boards (any simulated board type)."""
         return boards_mod.get_board("virtual").mpy_arch
 
-    def _create(self, name: str, bdef, fs_size: int, host: str, port: int) -> None:
+    def _reconfigure(self, names: list[str], extra: dict) -> None:
+        """Merge ``extra`` into each board's config; restart running boards it changes."""
+        changed = []
+        for name in names:
+            path = self.root / name
+            cfg = self._config(path)
+            if any(cfg.get(k) != v for k, v in extra.items()):
+                cfg.update(extra)
+                _write_json(path / "config.json", cfg)
+                changed.append(name)
+        running = [x for x in changed if self._info(x).supervisor_pid is not None]
+        if running:
+            self._stop(running, DOWN_TIMEOUT)
+
+    def _create(self, name: str, bdef, fs_size: int, host: str, port: int, extra: dict | None = None) -> None:
         path = self.board_dir(name)
         try:
             path.mkdir(parents=True)
@@ -376,6 +397,7 @@ class Fleet:
                 "status_period": STATUS_PERIOD,
                 "dedup": DEDUP,
             }
+            cfg.update(extra or {})
             create_image(path / "fs.img", fs_size, bdef.fs_block_size)
             _write_json(path / "config.json", cfg)  # last: a board exists once it has a config
         except BaseException as e:

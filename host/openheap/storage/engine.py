@@ -14,7 +14,7 @@ is corrupt or whose node fails with another one.
 from __future__ import annotations
 
 import asyncio
-import os
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
@@ -235,6 +235,8 @@ async def get(grid: Grid, cap, out: BinaryIO, *,
               progress: Callable[[int], None] | None = None) -> GetResult:
     """Write the file ``cap`` names to ``out``, verifying every block.
 
+    ``out.write`` may be a coroutine function (it is awaited).
+
     Raises :class:`NotEnoughShares` naming how many shares were found and how
     many are needed when fewer than k good shares can be read.
     """
@@ -311,7 +313,9 @@ async def get(grid: Grid, cap, out: BinaryIO, *,
             if len(blocks) < cap.k:
                 await fill()
         data = dec.decode_segment(segnum, blocks)
-        out.write(data)
+        w = out.write(data)
+        if inspect.isawaitable(w):  # an async sink (e.g. a bounded queue)
+            await w
         written += len(data)
         if progress:
             progress(written)

@@ -1,0 +1,209 @@
+"""File commands: ``openheap put``, ``get``, ``ls``, ``rm``, ``check``.
+
+They talk to the coordinator's HTTP API (``openheap up`` or ``openheap
+serve`` must be running). ``put`` prints the read capability as the last line
+of standard output; capabilities are checked here first, so that a mistyped
+one gets one clear sentence before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from ..errors import UsageError
+
+CHUNK = 1 << 16
+
+
+def register(subparsers, common) -> None:
+    p = subparsers.add_parser("put", parents=[common], help="store a file; prints its read capability last")
+    p.add_argument("file", help="the file to store, or - for standard input")
+    p.add_argument("-k", type=int, help="shares needed to read the file (default 3, lowered for small grids)")
+    p.add_argument("-n", type=int, help="shares made (default 10, lowered for small grids)")
+    p.add_argument("--happy", type=int, help="distinct nodes that must hold shares (default 7)")
+    p.add_argument("--name", help="catalog name (default: the file's name)")
+    p.add_argument("--random-key", action="store_true",
+                   help="encrypt with a random key: a separate copy, unlinkable to other copies")
+    p.set_defaults(func=put)
+
+    p = subparsers.add_parser("get", parents=[common], help="write a stored file to standard output or a file")
+    p.add_argument("cap", help="the file's read capability")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    p.set_defaults(func=get)
+
+    p = subparsers.add_parser("ls", parents=[common], help="list the catalog, or what a capability points to")
+    p.add_argument("cap", nargs="?", help="a capability to describe (works without the catalog)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=ls)
+
+    p = subparsers.add_parser("rm", parents=[common], help="delete a file's shares now and drop it from the catalog")
+    p.add_argument("cap", help="the file's read or verify capability")
+    p.set_defaults(func=rm)
+
+    p = subparsers.add_parser("check", parents=[common], help="count and locate a file's shares")
+    p.add_argument("cap", nargs="?", help="the file's read or verify capability")
+    p.add_argument("--all", action="store_true", help="check every file in the catalog")
+    p.add_argument("--verify", action="store_true", help="also fetch and hash every block")
+    p.add_argument("--repair", action="store_true", help="rebuild missing or corrupt shares")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=check)
+
+
+def _client(args):
+    from ..coordinator.client import CoordinatorClient
+
+    return CoordinatorClient(args.home)
+
+
+def _cap(text, accept=None):
+    from ..storage.caps import LiteralCap, ReadCap, VerifyCap, parse_cap
+
+    return parse_cap(text, accept=accept or (ReadCap, VerifyCap, LiteralCap))
+
+
+class _Progress:
+    """A one-line progress report on a terminal's stderr; silent otherwise."""
+
+    def __init__(self, what: str, total: int | None):
+        self.what, self.total, self.done = what, total, 0
+        self.on = sys.stderr.isatty()
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.on:
+            if self.total:
+                pct = 100.0 * self.done / self.total
+                sys.stderr.write("\r%s %5.1f%% (%d/%d bytes)" % (self.what, pct, self.done, self.total))
+            else:
+                sys.stderr.write("\r%s %d bytes" % (self.what, self.done))
+            sys.stderr.flush()
+
+    def end(self) -> None:
+        if self.on:
+            sys.stderr.write("\n")
+
+
+def put(args) -> int:
+    if args.file == "-":
+        src, size, name = sys.stdin.buffer, None, args.name
+    else:
+        try:
+            src = open(args.file, "rb")
+        except FileNotFoundError:
+            raise UsageError("there is no file %s" % args.file) from None
+        except IsADirectoryError:
+            raise UsageError("%s is a folder; put stores one file at a time" % args.file) from None
+        size = os.fstat(src.fileno()).st_size
+        name = args.name or os.path.basename(args.file)
+    progress = _Progress("put", size)
+
+    def chunks():
+        while True:
+            data = src.read(CHUNK)
+            if not data:
+                return
+            progress.add(len(data))
+            yield data
+
+    try:
+        result = _client(args).put(chunks(), name=name, size=size, k=args.k, n=args.n, happy=args.happy,
+                                   random_key=args.random_key)
+    finally:
+        progress.end()
+        if src is not sys.stdin.buffer:
+            src.close()
+    if result.get("note"):
+        print("note: %s" % result["note"], file=sys.stderr)
+    sent = result.get("bytes_sent", 0)
+    print("stored %d bytes as %s-of-%s (happy %s): %d shares sent (%d bytes), %d already on the grid"
+          % (result.get("size", 0), result.get("k"), result.get("n"), result.get("happy"),
+             len(result.get("placed", {})), sent, len(result.get("existing", {}))), file=sys.stderr)
+    print(result["cap"])
+    return 0
+
+
+def get(args) -> int:
+    from ..storage.caps import LiteralCap, ReadCap
+
+    cap = _cap(args.cap, accept=(ReadCap, LiteralCap))
+    rsp = _client(args).get(cap.to_string())
+    total = int(rsp.headers.get("Content-Length") or 0)
+    progress = _Progress("get", total)
+    out = open(args.output, "wb") if args.output else sys.stdout.buffer
+    got = 0
+    try:
+        with rsp:
+            while True:
+                data = rsp.read(CHUNK)
+                if not data:
+                    break
+                out.write(data)
+                got += len(data)
+                progress.add(len(data))
+    finally:
+        progress.end()
+        if args.output:
+            out.close()
+        else:
+            out.flush()
+    if got != total:
+        if args.output:
+            os.unlink(args.output)
+        raise UsageError("the download broke off after %d of %d bytes; see the coordinator's log" % (got, total))
+    return 0
+
+
+def ls(args) -> int:
+    if args.cap:
+        cap = _cap(args.cap)
+        info = {"kind": type(cap).__name__, "size": getattr(cap, "size", None) if not hasattr(cap, "data")
+                else len(cap.data)}
+        if hasattr(cap, "storage_index"):
+            from ..node import si_text
+
+            info.update(k=cap.k, n=cap.n, storage_index=si_text(cap.storage_index))
+        if hasattr(cap, "verify_cap"):
+            info["verify_cap"] = cap.verify_cap().to_string()
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            for key, value in info.items():
+                print("%-14s %s" % (key, value))
+        return 0
+    files = _client(args).files()
+    if args.json:
+        print(json.dumps(files, indent=2))
+        return 0
+    for f in files:
+        print("%-24s %10d  %d-of-%d  %s  %s" % ((f.get("name") or "-")[:24], f["size"], f["k"], f["n"],
+                                              f["created"], f["cap"]))
+    return 0
+
+
+def rm(args) -> int:
+    cap = _cap(args.cap)
+    result = _client(args).delete(cap.to_string())
+    print("deleted the shares on %d node%s" % (result.get("nodes", 0), "" if result.get("nodes") == 1 else "s"))
+    return 0
+
+
+def check(args) -> int:
+    if bool(args.cap) == bool(args.all):
+        raise UsageError("give one capability, or --all for the whole catalog")
+    caps = None if args.all else [_cap(args.cap).to_string()]
+    result = _client(args).check(caps, verify=args.verify, repair=args.repair)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    bad = 0
+    for f in result.get("files", []):
+        if f.get("literal"):
+            print("healthy (kept inside the capability): %s" % f["cap"][:40])
+            continue
+        state = "healthy" if f["healthy"] else ("recoverable" if f["recoverable"] else "NOT RECOVERABLE")
+        bad += not f["recoverable"]
+        print("%s: %d of %d shares on %d nodes (%d needed)  %s"
+              % (state, f["shares"], f["n"], f["nodes"], f["k"], f["cap"][:40]))
+    return 1 if bad else 0
