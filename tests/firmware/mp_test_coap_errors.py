@@ -8,28 +8,7 @@ from mptest import check, eq
 from ohnode import coap
 
 h = mptest.unhex
-CON, NON, ACK, RST = 0, 1, 2, 3
-
-
-def rt(t, code, mid, tok, opts, pl):
-    # build -> parse; returns the Msg and the datagram.
-    buf = bytearray(1400)
-    n = coap.build(buf, t, code, mid, tok, opts, pl)
-    d = bytes(buf[:n])
-    m = coap.parse(d, coap.Msg())
-    return m, d
-
-
-def opts_of(m):
-    return [(n, bytes(v)) for n, v in m.opts]
-
-
-def bad(data, what):
-    try:
-        coap.parse(data, coap.Msg())
-    except coap.FormatError:
-        return
-    check(False, "accepted %s: %s" % (what, data.hex()))
+from mpcoap import CON, NON, ACK, RST, bad, opts_of, rt  # noqa: F401
 
 
 def test_formaterror_is_valueerror():
