@@ -196,14 +196,36 @@ def check(args) -> int:
     result = _client(args).check(caps, verify=args.verify, repair=args.repair)
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
+        return 1 if any(not (f.get("after") or f).get("recoverable", True) for f in result.get("files", [])) else 0
     bad = 0
     for f in result.get("files", []):
         if f.get("literal"):
             print("healthy (kept inside the capability): %s" % f["cap"][:40])
             continue
-        state = "healthy" if f["healthy"] else ("recoverable" if f["recoverable"] else "NOT RECOVERABLE")
-        bad += not f["recoverable"]
+        rep = f.get("repair")
+        now = f.get("after") or f
+        for c in f.get("corrupt", []):
+            print("share %d on %s is corrupt: %s" % (c["shnum"], c["node"], c["reason"]))
+        if rep is not None:
+            for s, why in sorted(rep.get("failed", {}).items(), key=lambda kv: int(kv[0])):
+                print("share %s could not be rebuilt: %s" % (s, why))
+            if rep.get("error"):
+                print("repair failed: %s" % rep["error"])
+        if rep is not None and rep.get("rebuilt"):
+            where = ", ".join("share %s to %s" % (s, nd) for s, nd in
+                              sorted(rep["rebuilt"].items(), key=lambda kv: int(kv[0])))
+            n = len(rep["rebuilt"])
+            state = "repaired %d share%s (%s), now %s" % (
+                n, "" if n == 1 else "s", where, "healthy" if now["healthy"] else "still unhealthy")
+        elif now["healthy"]:
+            state = "healthy"
+        elif now["recoverable"]:
+            state = "recoverable"
+        else:
+            state = "NOT RECOVERABLE"
+        bad += not now["recoverable"]
         print("%s: %d of %d shares on %d nodes (%d needed)  %s"
-              % (state, f["shares"], f["n"], f["nodes"], f["k"], f["cap"][:40]))
+              % (state, now["shares"], now["n"], now["nodes"], now["k"], f["cap"][:40]))
+        if f.get("unreachable"):
+            print("  unreachable: %s" % ", ".join(f["unreachable"]))
     return 1 if bad else 0

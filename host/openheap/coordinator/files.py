@@ -152,20 +152,67 @@ class GridFiles(FileService):
         return {"cap": cap.strip(), "nodes": removed, "catalog_entries": entries}
 
     async def check(self, caps, *, verify: bool = False, repair: bool = False) -> dict:
-        if verify or repair:
-            raise NotImplementedError("check --verify and --repair are not built yet")
+        """Check the files of ``caps`` (the catalog when None): count and
+        locate their shares; with ``verify`` also hash every block; with
+        ``repair`` (which verifies) rebuild missing or corrupt shares. The
+        registry's share records follow what was found and done."""
         if caps is None:
             caps = [f.cap for f in self.registry.files()]
+        verify = verify or repair  # a corrupt share is only found by reading it
         out = []
         async with engine.Grid(self._peers(False), timeout=NODE_TIMEOUT) as grid:
+            live = [p for p in self._peers(True)]
             for text in caps:
                 c = parse_cap(text)
                 if isinstance(c, LiteralCap):
-                    out.append({"cap": text, "healthy": True, "literal": True})
+                    out.append({"cap": text, "healthy": True, "recoverable": True, "literal": True})
                     continue
-                held = await engine.locate(grid, c.storage_index)
-                nodes = {nd for lst in held.values() for nd, _, _ in lst}
-                out.append({"cap": text, "k": c.k, "n": c.n, "shares": len(held), "nodes": len(nodes),
-                            "where": {str(s): [nd for nd, _, _ in lst] for s, lst in sorted(held.items())},
-                            "recoverable": len(held) >= c.k, "healthy": len(held) >= c.n})
-        return {"files": out}
+                res = await engine.check(grid, c, verify=verify)
+                info = self._check_json(text, res)
+                self._record(c.storage_index, res)
+                if repair and not res.healthy:
+                    peers = [p for p in live if p.name not in set(res.unreachable)]
+                    rep = await engine.repair(grid, c, res, peers=peers)
+                    self._record_repair(c.storage_index, res, rep)
+                    info["repair"] = {
+                        "rebuilt": {str(s): nd for s, nd in sorted(rep.rebuilt.items())},
+                        "failed": {str(s): why for s, why in sorted(rep.failed.items())},
+                        "deleted": [{"node": nd, "shnum": s} for nd, s in sorted(rep.deleted)],
+                        "bytes_sent": rep.bytes_sent, "error": rep.error}
+                    # the state after the repair, as a plain check sees it
+                    info["after"] = self._check_json(text, await engine.check(grid, c))
+                    for nd, s, why in res.corrupt:
+                        log.warning("check %s: share %d on node %s is corrupt: %s", text[:24], s, nd, why)
+                    log.info("repair %s: rebuilt %s%s", text[:24], rep.rebuilt or "nothing",
+                             " (%s)" % rep.error if rep.error else "")
+                out.append(info)
+        return {"files": out, "verify": verify, "repair": repair}
+
+    @staticmethod
+    def _check_json(text: str, res: "engine.CheckResult") -> dict:
+        return {"cap": text, "k": res.k, "n": res.n, "shares": res.shares, "nodes": res.nodes,
+                "where": {str(s): nds for s, nds in sorted(res.good.items())},
+                "corrupt": [{"node": nd, "shnum": s, "reason": why} for nd, s, why in res.corrupt],
+                "failed": [{"node": nd, "shnum": s, "error": why} for nd, s, why in res.failed],
+                "unreachable": list(res.unreachable), "verified": res.verified,
+                "recoverable": res.recoverable, "healthy": res.healthy}
+
+    def _record(self, si: bytes, res: "engine.CheckResult") -> None:
+        """Make the registry's share records of ``si`` match what the nodes
+        that answered hold (nodes that did not answer keep their records)."""
+        known = {(r.shnum, r.node) for r in self.registry.shares(si)}
+        good = {(s, nd) for s, nds in res.good.items() for nd in nds}
+        dead = set(res.unreachable)
+        lease = self.coordinator.clock() + self.coordinator.lease_default
+        for s, nd in good - known:
+            self.registry.add_share(si, s, nd, res.share_size, lease)
+        for s, nd in known - good:
+            if nd not in dead:
+                self.registry.remove_share(si, s, nd)
+
+    def _record_repair(self, si: bytes, res: "engine.CheckResult", rep: "engine.RepairResult") -> None:
+        lease = self.coordinator.clock() + self.coordinator.lease_default
+        for nd, s in rep.deleted:
+            self.registry.remove_share(si, s, nd)
+        for s, nd in rep.rebuilt.items():
+            self.registry.add_share(si, s, nd, res.share_size, lease)
