@@ -1,4 +1,4 @@
-"""Check, verify and repair (openheap.storage.engine.check/repair and
+"""Check, verify and repair (openheap.storage.upkeep.check/repair, re-exported by engine, and
 ``openheap check``) against real virtual boards: corrupt shares are found and
 named, missing and corrupt shares are rebuilt onto live boards, and a
 verify-cap can do all of it without being able to read the file."""
