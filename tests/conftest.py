@@ -188,3 +188,16 @@ def module_fleet(tmp_path_factory, request):
 def board(module_fleet):
     """One running virtual board shared by a whole test module."""
     return module_fleet.up(1)[0]
+
+
+@pytest.fixture
+def grid(run_cli, tmp_path, monkeypatch):
+    """``openheap up --nodes 5`` in a private home (OPENHEAP_HOME), and
+    ``openheap down`` afterwards; yields the home."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("OPENHEAP_HOME", str(home))
+    run_cli("up", "--nodes", "5", timeout=120)
+    try:
+        yield home
+    finally:
+        run_cli("down", check=False, timeout=60)

@@ -155,17 +155,6 @@ def test_not_recoverable(fleet, boards):
 # -- through the coordinator and its CLI
 
 
-@pytest.fixture
-def grid(run_cli, tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("OPENHEAP_HOME", str(home))
-    run_cli("up", "--nodes", "5", timeout=120)
-    try:
-        yield home
-    finally:
-        run_cli("down", check=False, timeout=60)
-
-
 def test_cli_check_verify_repair(run_cli, grid, tmp_path):
     import json
 

@@ -8,17 +8,6 @@ import os
 import pytest
 
 
-@pytest.fixture
-def grid(run_cli, tmp_path, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("OPENHEAP_HOME", str(home))
-    run_cli("up", "--nodes", "5", timeout=120)
-    try:
-        yield home
-    finally:
-        run_cli("down", check=False, timeout=60)
-
-
 def _file(tmp_path, name, size):
     p = tmp_path / name
     p.write_bytes(os.urandom(size))

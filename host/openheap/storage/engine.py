@@ -125,6 +125,57 @@ async def delete(grid: Grid, si: bytes) -> int:
     return sum(await asyncio.gather(*(one(nm) for nm in grid.clients)))
 
 
+class ShareUploads:
+    """Shares streamed to their nodes while they are being produced.
+
+    ``plan`` is ``{shnum: node}``; :meth:`feed` hands each share its next
+    bytes (header, a block per segment), :meth:`finish` its trailer, and each
+    share goes to its node in one Block1 pass (hash with the last block) with
+    at most ``QUEUE_SEGMENTS`` pieces buffered. A share whose upload fails is
+    recorded in ``failed`` and drained, so the producer never blocks on it.
+    """
+
+    def __init__(self, grid: Grid, si: bytes, share_size: int, plan: dict[int, str]):
+        self.sent: dict[int, str] = {}
+        self.failed: dict[int, str] = {}
+        self.bytes_sent = 0
+        self._queues = {s: asyncio.Queue(maxsize=QUEUE_SEGMENTS) for s in plan}
+        self._tasks = [asyncio.create_task(self._send(grid, si, share_size, s, nd)) for s, nd in plan.items()]
+
+    async def _send(self, grid, si, size, shnum, node):
+        q = self._queues[shnum]
+
+        async def chunks():
+            while (c := await q.get()) is not None:
+                yield c
+
+        try:
+            await grid.clients[node].put_share_stream(si, shnum, chunks(), size)
+            self.sent[shnum] = node
+            self.bytes_sent += size
+        except (CoapError, OSError, StorageError) as e:
+            self.failed[shnum] = "%s: %s" % (node, e)
+            while await q.get() is not None:  # let the producer go on
+                pass
+
+    async def feed(self, pieces) -> None:
+        """Give share s the bytes ``pieces[s]`` (a mapping or a list by shnum)."""
+        for s, q in self._queues.items():
+            await q.put(pieces[s])
+
+    async def finish(self, trailers) -> None:
+        """The last bytes of every share; waits until every upload ended."""
+        await self.feed(trailers)
+        for q in self._queues.values():
+            await q.put(None)
+        await asyncio.gather(*self._tasks)
+
+    async def cancel(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
 def _file_key(src: BinaryIO, params: Params, secret: bytes | None) -> bytes:
     if secret is None:
         return crypto.random_key()
@@ -155,30 +206,9 @@ async def put(grid: Grid, src: BinaryIO, size: int, *, k: int = 3, n: int = 10, 
     plan = place(si, nodes, n, happy, k, slen, existing=existing)
     result = PutResult(None, existing=dict(existing))
     enc = Encoder(key, params)
-    queues = {s: asyncio.Queue(maxsize=QUEUE_SEGMENTS) for s in plan}
-
-    async def chunks(q):
-        while True:
-            c = await q.get()
-            if c is None:
-                return
-            yield c
-
-    async def send(shnum, node):
-        q = queues[shnum]
-        try:
-            await grid.clients[node].put_share_stream(si, shnum, chunks(q), slen)
-            result.placed[shnum] = node
-            result.bytes_sent += slen
-        except (CoapError, OSError) as e:
-            result.failed[shnum] = "%s: %s" % (node, e)
-            while await q.get() is not None:  # let the producer go on
-                pass
-
-    senders = [asyncio.create_task(send(s, nd)) for s, nd in plan.items()]
+    up = ShareUploads(grid, si, slen, plan)
     try:
-        for s, q in queues.items():
-            await q.put(enc.header(s))
+        await up.feed({s: enc.header(s) for s in plan})
         done = 0
         for segnum in range(params.num_segments):
             want = params.segment_size(segnum)
@@ -186,23 +216,17 @@ async def put(grid: Grid, src: BinaryIO, size: int, *, k: int = 3, n: int = 10, 
             if len(data) != want:
                 raise StorageError("the file is shorter than its %d bytes; was it changed while "
                                    "being stored?" % size)
-            blocks = enc.encode_segment(data)
-            for s, q in queues.items():
-                await q.put(blocks[s])
+            await up.feed(enc.encode_segment(data))
             done += want
             if progress:
                 progress(done)
         _, _, trailers = enc.finish()
-        for s, q in queues.items():
-            await q.put(trailers[s])
-            await q.put(None)
-        await asyncio.gather(*senders)
+        await up.finish(trailers)
     except BaseException:
-        for t in senders:
-            t.cancel()
-        await asyncio.gather(*senders, return_exceptions=True)
+        await up.cancel()
         await _remove(grid, si, plan)
         raise
+    result.placed, result.failed, result.bytes_sent = up.sent, up.failed, up.bytes_sent
     result.cap = enc.read_cap()
     have = dict(existing)
     have.update(result.placed)

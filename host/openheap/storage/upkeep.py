@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from openheap.errors import CoapError, NodeUnreachable
 from openheap.storage.caps import ReadCap, VerifyCap
 from openheap.storage.decoder import Decoder
-from openheap.storage.engine import QUEUE_SEGMENTS, Grid, Peer
+from openheap.storage.engine import Grid, Peer, ShareUploads
 from openheap.storage.errors import CorruptShare, NotEnoughShares, NotHappy, StorageError
 from openheap.storage.layout import HEADER_SIZE, Params, segment_range, share_length, trailer_range
 from openheap.storage.placement import Node as PlacementNode
@@ -275,30 +275,9 @@ async def repair(grid: Grid, cap, checked: CheckResult, *, peers: list[Peer] | N
         res.error = str(e)
         return res
     repairer = Repairer(dec, rep_missing)
-    queues = {s: asyncio.Queue(maxsize=QUEUE_SEGMENTS) for s in rep_missing}
-
-    async def chunks(q):
-        while True:
-            c = await q.get()
-            if c is None:
-                return
-            yield c
-
-    async def send(shnum, node):
-        q = queues[shnum]
-        try:
-            await grid.clients[node].put_share_stream(si, shnum, chunks(q), slen)
-            res.rebuilt[shnum] = node
-            res.bytes_sent += slen
-        except (CoapError, OSError, StorageError) as e:
-            res.failed[shnum] = "%s: %s" % (node, e)
-            while await q.get() is not None:
-                pass
-
-    senders = [asyncio.create_task(send(s, plan[s])) for s in rep_missing]
+    up = ShareUploads(grid, si, slen, {s: plan[s] for s in rep_missing})
     try:
-        for s, q in queues.items():
-            await q.put(repairer.header(s))
+        await up.feed({s: repairer.header(s) for s in rep_missing})
         for segnum in range(p.num_segments):
             off, ln = segment_range(p, segnum)
             got: dict[int, bytes] = {}
@@ -321,17 +300,14 @@ async def repair(grid: Grid, cap, checked: CheckResult, *, peers: list[Peer] | N
                         got[a[0]] = block
                 if len(got) < cap.k:
                     await fill()
-            for s, block in repairer.repair_segment(segnum, got).items():
-                await queues[s].put(block)
+            await up.feed(repairer.repair_segment(segnum, got))
         trailers = repairer.finish()  # raises IntegrityError: then nothing is completed
-        for s, q in queues.items():
-            await q.put(trailers[s])
-            await q.put(None)
-        await asyncio.gather(*senders)
+        await up.finish(trailers)
+        res.rebuilt.update(up.sent)
+        res.failed.update(up.failed)
+        res.bytes_sent += up.bytes_sent
     except BaseException as e:
-        for t in senders:
-            t.cancel()
-        await asyncio.gather(*senders, return_exceptions=True)
+        await up.cancel()
         if isinstance(e, (StorageError, CoapError, OSError)):
             res.error = "repair failed: %s" % e
             res.rebuilt.clear()
