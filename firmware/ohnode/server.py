@@ -16,6 +16,7 @@ _CON_EVERY = const(8)  # every Nth notification is confirmable (RFC 7641 4.5)
 _DD_SLOT = const(96)  # bytes kept per cached response; larger ones are not
 _OOM_RESET = const(16)  # receives failing for want of memory in a row: reset
 _PROXYING_NOT_SUPPORTED = const(0xA5)
+_CF_OCTETS = b"\x2a"  # Content-Format 42, application/octet-stream
 # Options this node understands; any other odd (critical) one gets 4.02.
 _KNOWN = (1, 3, 5, 6, 7, 11, 12, 14, 15, 17, 23, 27, 28, 35, 39, 60, 258)
 
@@ -31,6 +32,7 @@ class Rsp:
         self.opts = []
         self.pl = None
         self.later = None  # coroutine: answer separately when it returns
+        self.tail = None  # tail(server, req): more datagrams after the answer
 
     def add(self, num, val):
         if isinstance(val, int):
@@ -52,6 +54,7 @@ class Server:
         self.sock = sock
         self.cfg = cfg
         self.szx = cfg.get("szx", P.MAX_BLOCK_SZX)
+        self.b2 = (0, self.szx)  # (num, szx) of the last Block2 answer
         self.res = {}
         self.client = None  # ohnode.client.Client, set by the node
         self._m = coap.Msg()
@@ -206,9 +209,21 @@ class Server:
                 self._remember(m.peer, m.mid, self._empty(P.ACK, m.mid, m.peer))
             asyncio.create_task(self._separate(m.peer, m.tok, m.t, rsp.later))
             return
-        d = self._respond(m.t, m.mid, m.tok, m.peer, rsp)
-        if m.t == P.CON and m.code != P.GET:
-            self._remember(m.peer, m.mid, d)
+        if self._suppressed(m, rsp.code):
+            if m.t == P.CON:  # RFC 7967 2.1: a CON still gets its empty ACK
+                self._remember(m.peer, m.mid, self._empty(P.ACK, m.mid, m.peer))
+        else:
+            d = self._respond(m.t, m.mid, m.tok, m.peer, rsp)
+            if m.t == P.CON and m.code != P.GET:
+                self._remember(m.peer, m.mid, d)
+        if rsp.tail is not None:  # a burst: the blocks after the first
+            t, rsp.tail = rsp.tail, None
+            t(self, m)
+
+    def _suppressed(self, m, code):
+        # No-Response (RFC 7967): bit 2 = 2.xx, 8 = 4.xx, 16 = 5.xx.
+        v = m.opt_uint(P.OPT_NO_RESPONSE)
+        return v is not None and (v & (1 << ((code >> 5) - 1))) != 0
 
     def _accept(self, m, rsp):
         # Accept (RFC 7252 5.10.4): 4.06 unless the representation matches.
@@ -311,6 +326,7 @@ class Server:
             return rsp.err(P.BAD_OPTION, "block beyond end")
         n = min(bs, size - off)
         more = off + n < size
+        self.b2 = (num, szx)
         if more or v is not None:
             rsp.add(P.OPT_BLOCK2, coap.block_val(num, more, szx))
         if num == 0 and more:
@@ -318,6 +334,25 @@ class Server:
         if n:
             rsp.pl = read(off, memoryview(rsp.buf)[:n])
         return rsp.code
+
+    def burst(self, req, size, read, n):
+        # The blocks after the one just answered (self.b2), as NON 2.05
+        # responses with the request's token (the b= query of a share GET).
+        # A send that fails (no buffers) ends the burst: the client asks again.
+        num, szx = self.b2
+        bs = 1 << (szx + 4)
+        buf = memoryview(self._rsp.buf)
+        errs = self.errs
+        for i in range(num + 1, num + n):
+            off = i * bs
+            if off >= size:
+                return
+            k = min(bs, size - off)
+            opts = [(P.OPT_CONTENT_FORMAT, _CF_OCTETS), (P.OPT_BLOCK2, coap.block_val(i, off + k < size, szx))]
+            w = coap.build(self._tx, P.NON, P.CONTENT, self.next_mid(), req.tok, opts, read(off, buf[:k]))
+            self.send(memoryview(self._tx)[:w], req.peer)
+            if self.errs != errs:
+                return
 
     # -- Observe (RFC 7641)
     def observe(self, req, rsp, key):

@@ -62,6 +62,14 @@ def _digest(req):
     return None
 
 
+def _burst(req):
+    # The b= query of a GET: how many blocks to send (1 when absent or bad).
+    for s in req.opt_all(P.OPT_URI_QUERY):
+        if s.startswith(P.QUERY_BURST) and 2 < len(s) < 7 and s[2:].isdigit():
+            return min(int(s[2:]), P.BURST_MAX)
+    return 1
+
+
 def _rm(p):
     try:
         os.remove(p)
@@ -232,18 +240,33 @@ class Shares:
             f = open(p, "rb")
         except OSError:
             return rsp.err(P.NOT_FOUND, "no such share")
+        size = f.seek(0, 2)
+
+        def rd(off, mv):
+            f.seek(off)
+            f.readinto(mv)
+            return mv
+
+        rsp.add(P.OPT_CONTENT_FORMAT, P.CF_OCTET_STREAM)
         try:
-            size = f.seek(0, 2)
-
-            def rd(off, mv):
-                f.seek(off)
-                f.readinto(mv)
-                return mv
-
-            rsp.add(P.OPT_CONTENT_FORMAT, P.CF_OCTET_STREAM)
-            return self._srv.block2(req, rsp, size, rd)
-        finally:
+            code = self._srv.block2(req, rsp, size, rd)
+        except Exception:
             f.close()
+            raise
+        n = _burst(req)
+        if n > 1 and code == P.CONTENT:
+            # ?b=n: the n-1 blocks after this one follow as NON responses
+            # with the same token (after the answer itself), then f closes.
+            def tail(srv, m):
+                try:
+                    srv.burst(m, size, rd, n)
+                finally:
+                    f.close()
+
+            rsp.tail = tail
+        else:
+            f.close()
+        return code
 
     def _delete(self, rsp, si, p):
         try:
@@ -396,11 +419,14 @@ class Shares:
             u.lease = lq
         elif u is None:
             return rsp.err(P.REQUEST_ENTITY_INCOMPLETE, "no upload in progress")
-        elif off == u.last and off + ln == u.off:  # retransmitted last block
+        elif off + ln <= u.off and more:  # a block sent again: taken already
             return self._ack(rsp, b1, num, more, szx)
         elif off != u.off:
-            self._drop(u)
-            return rsp.err(P.REQUEST_ENTITY_INCOMPLETE, "block out of sequence")
+            # A gap (a block of a burst was lost): the upload stays; the
+            # Block1 option names the first block missing, to send again.
+            rsp.err(P.REQUEST_ENTITY_INCOMPLETE, "block out of sequence")
+            rsp.add(P.OPT_BLOCK1, coap.block_val(u.off >> (szx + 4), 1, szx))
+            return rsp.code
         if u.off + ln > self.max_share:
             self._drop(u)
             return self._too_large(rsp)

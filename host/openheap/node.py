@@ -1,10 +1,13 @@
 """Talking to one node: an aiocoap client for the resources in
 protocols/RESOURCES.md.
 
-Block-wise transfers of shares are driven here, block by block, rather than by
-aiocoap's automatic reassembly: a share is streamed from a file-like source to
-the node and from the node to the caller without ever being held whole, and
-the node's preferred block size (RFC 7959 2.3) is honoured mid-transfer.
+Share data (PUT, GET, the share set, DELETE) goes through the lean bulk
+channel of :mod:`openheap.bulk` (Block1 and Block2 runs, a measured
+retransmission timer, a budget in seconds): a share is streamed from a
+file-like source to the node and from the node to the caller without ever
+being held whole, and the node's preferred block size (RFC 7959 2.3) is
+honoured mid-transfer. Status, discovery, Observe and :meth:`NodeClient.request`
+use aiocoap.
 Every error response becomes an :class:`openheap.errors.CoapError` carrying
 the code and the node's diagnostic text; silence becomes
 :class:`openheap.errors.NodeUnreachable`.
@@ -25,7 +28,8 @@ from aiocoap import Code, Message
 from aiocoap.optiontypes import BlockOption
 
 from ohproto import const as P
-from openheap.errors import NodeUnreachable, UsageError, from_code
+from openheap.bulk import Channel
+from openheap.errors import CoapError, NodeUnreachable, UsageError, from_code
 
 BlockTuple = BlockOption.BlockwiseTuple
 DEFAULT_TIMEOUT = 30.0
@@ -62,6 +66,7 @@ class NodeClient:
         self.timeout = timeout
         self._ctx = context
         self._own_ctx = context is None
+        self._chan: Channel | None = None
         host_part = "[%s]" % host if ":" in host else host
         self.base = "coap://%s:%d" % (host_part, port)
 
@@ -75,9 +80,18 @@ class NodeClient:
 
     async def close(self) -> None:
         """Shut down the aiocoap context if this client created it."""
+        if self._chan is not None:
+            self._chan.close()
+            self._chan = None
         if self._own_ctx and self._ctx is not None:
             await self._ctx.shutdown()
             self._ctx = None
+
+    async def channel(self) -> Channel:
+        """The bulk channel to this node (opened on first use)."""
+        if self._chan is None:
+            self._chan = await Channel(self.host, self.port, name=self.name, timeout=self.timeout).open()
+        return self._chan
 
     # -- the request layer
     async def request(self, code: Code, path: str, *, payload: bytes = b"",
@@ -132,7 +146,8 @@ class NodeClient:
 
     async def share_set(self, si: bytes | str) -> dict[int, int]:
         """GET /s/<si>: ``{share number: size}`` held for a storage index."""
-        data = b"".join([c async for c in self._blocks("%s/%s" % (P.PATH_SHARES, si_text(si)))])
+        chan = await self.channel()
+        data = await chan.get_body("%s/%s" % (P.PATH_SHARES, si_text(si)))
         return {n: size for n, size in cbor2.loads(data)}
 
     async def put_share(self, si: bytes | str, shnum: int, data: bytes | BinaryIO, *,
@@ -140,41 +155,32 @@ class NodeClient:
                         szx: int = P.MAX_BLOCK_SZX) -> int:
         """PUT a share block-wise; returns the final response code (2.01/2.04).
 
-        ``data`` is bytes or a binary file positioned at the share's start; for
-        a file, ``size`` and ``digest`` (SHA-256) must be given so that the
-        share can be streamed in one pass.
+        ``data`` is bytes or a binary file positioned at the share's start (then
+        ``size`` must be given). The SHA-256 goes with the last block; a given
+        ``digest`` is checked against the bytes sent.
         """
         if isinstance(data, (bytes, bytearray, memoryview)):
             size = len(data)
-            digest = hashlib.sha256(data).digest()
-            src: BinaryIO = io.BytesIO(data)
+            src: BinaryIO = io.BytesIO(bytes(data))
         else:
-            if size is None or digest is None:
-                raise UsageError("streaming a share needs its size and SHA-256")
+            if size is None:
+                raise UsageError("streaming a share needs its size")
             src = data
-        path = "%s/%s/%d" % (P.PATH_SHARES, si_text(si), shnum)
-        query = (P.QUERY_HASH + digest.hex(),)
-        off = 0
-        while True:
-            bs = 1 << (szx + 4)
-            chunk = src.read(bs)
-            more = off + len(chunk) < size
-            if more and len(chunk) < bs:
-                raise UsageError("the share source ended before its declared size")
-            num = off // bs
-            rsp = await self.request(
-                Code.PUT, path, payload=chunk, query=query if num == 0 else (),
-                block1=BlockTuple(num, more, szx), size1=size if num == 0 else None,
-                content_format=P.CF_OCTET_STREAM if num == 0 else None)
-            off += len(chunk)
-            if not more:
-                return int(rsp.code)
-            b1 = rsp.opt.block1
-            if b1 is not None and b1.size_exponent < szx:
-                szx = b1.size_exponent  # the node asks for smaller blocks
-                new = 1 << (szx + 4)
-                if off % new:
-                    raise UsageError("node changed block size to a misaligned one")
+
+        async def chunks():
+            left = size
+            while left > 0:
+                c = src.read(min(left, 64 * 1024))
+                if not c:
+                    return
+                left -= len(c)
+                yield c
+
+        if digest is not None and not isinstance(data, (bytes, bytearray, memoryview)):
+            pass  # checked by the node: h= is computed from the bytes sent
+        elif digest is not None and hashlib.sha256(data).digest() != digest:
+            raise UsageError("the share's SHA-256 does not match its bytes")
+        return await self.put_share_stream(si, shnum, chunks(), size, szx=szx)
 
     async def put_share_stream(self, si: bytes | str, shnum: int, chunks: AsyncIterator[bytes],
                                size: int, *, szx: int = P.MAX_BLOCK_SZX,
@@ -183,76 +189,46 @@ class NodeClient:
         pass: the SHA-256 is computed while sending and goes with the last
         block (protocols/RESOURCES.md). Returns the final code (2.01/2.04)."""
         path = "%s/%s/%d" % (P.PATH_SHARES, si_text(si), shnum)
-        h = hashlib.sha256()
-        buf = bytearray()
-        off = 0
-        it = chunks.__aiter__()
-        done = False
-        while True:
-            bs = 1 << (szx + 4)
-            while len(buf) < bs and not done:
-                try:
-                    buf += await it.__anext__()
-                except StopAsyncIteration:
-                    done = True
-            block = bytes(buf[:bs])
-            del buf[:bs]
-            h.update(block)
-            more = off + len(block) < size
-            if more and len(block) < bs:
-                raise UsageError("the share stream ended at %d of its %d bytes" % (off + len(block), size))
-            if not more and (buf or off + len(block) != size):
-                raise UsageError("the share stream is longer than its %d bytes" % size)
-            num = off // bs
-            q = tuple(query) if num == 0 else ()
-            if not more:
-                q += (P.QUERY_HASH + h.hexdigest(),)
-            rsp = await self.request(
-                Code.PUT, path, payload=block, query=q, block1=BlockTuple(num, more, szx),
-                size1=size if num == 0 else None)
-            off += len(block)
-            if not more:
-                return int(rsp.code)
-            b1 = rsp.opt.block1
-            if b1 is not None and b1.size_exponent < szx:
-                szx = b1.size_exponent
+        chan = await self.channel()
+
+        async def held() -> int | None:
+            try:
+                return (await self.share_set(si)).get(shnum)
+            except (CoapError, OSError):
+                return None
+
+        return await chan.put_share(path, chunks, size, query=query, verify=held, szx=szx)
 
     async def read_range(self, si: bytes | str, shnum: int, offset: int, length: int,
                          szx: int = P.MAX_BLOCK_SZX) -> bytes:
         """Bytes ``offset .. offset+length`` of a share (fewer at its end), fetched
-        with the Block2 blocks that cover them."""
-        path = "%s/%s/%d" % (P.PATH_SHARES, si_text(si), shnum)
-        out = bytearray()
-        bs = 1 << (szx + 4)
-        num = offset // bs
-        skip = offset - num * bs
-        while len(out) < skip + length:
-            rsp = await self.request(Code.GET, path, block2=BlockTuple(num, False, szx))
-            out += rsp.payload
-            b2 = rsp.opt.block2
-            if b2 is None or not b2.more:
-                break
-            if b2.size_exponent != szx:  # the node uses smaller blocks: renumber
-                szx = b2.size_exponent
-                bs = 1 << (szx + 4)
-            num = b2.block_number + 1
-        return bytes(out[skip:skip + length])
+        in Block2 runs."""
+        chan = await self.channel()
+        return await chan.read_range("%s/%s/%d" % (P.PATH_SHARES, si_text(si), shnum), offset, length, szx)
 
     async def get_share(self, si: bytes | str, shnum: int, szx: int = P.MAX_BLOCK_SZX) -> bytes:
         """GET a whole share (for small shares; use :meth:`iter_share` to stream)."""
         return b"".join([c async for c in self.iter_share(si, shnum, szx)])
 
-    def iter_share(self, si: bytes | str, shnum: int,
-                   szx: int = P.MAX_BLOCK_SZX) -> AsyncIterator[bytes]:
-        """Stream a share's bytes block by block (Block2)."""
-        return self._blocks("%s/%s/%d" % (P.PATH_SHARES, si_text(si), shnum), szx=szx)
+    async def iter_share(self, si: bytes | str, shnum: int, szx: int = P.MAX_BLOCK_SZX,
+                         piece: int = 64 * 1024) -> AsyncIterator[bytes]:
+        """Stream a share's bytes, ``piece`` bytes at a time."""
+        off = 0
+        while True:
+            data = await self.read_range(si, shnum, off, piece, szx)
+            if data:
+                yield data
+            if len(data) < piece:
+                return
+            off += len(data)
 
     async def delete_share(self, si: bytes | str, shnum: int | None = None) -> None:
         """DELETE one share, or every share of the storage index."""
         path = "%s/%s" % (P.PATH_SHARES, si_text(si))
         if shnum is not None:
             path += "/%d" % shnum
-        await self.request(Code.DELETE, path)
+        chan = await self.channel()
+        await chan.request(P.DELETE, path)
 
     async def observe_status(self) -> AsyncIterator[dict]:
         """Observe /i (RFC 7641): yields the status map at every notification."""

@@ -51,6 +51,7 @@ OPT_BLOCK2 = const(23)
 OPT_BLOCK1 = const(27)
 OPT_SIZE2 = const(28)
 OPT_SIZE1 = const(60)
+OPT_NO_RESPONSE = const(258)  # RFC 7967: suppress responses by class
 
 # -- content formats
 CF_LINK_FORMAT = const(40)
@@ -79,6 +80,8 @@ SI_TEXT_LEN = const(22)  # in paths: base64url without padding (RFC 4648 5)
 HASH_LEN = const(32)  # SHA-256
 MAX_SHNUM = const(255)  # zfec: n <= 256
 QUERY_HASH = "h="  # Uri-Query carrying the share's SHA-256 in hex
+QUERY_BURST = "b="  # GET /s/<si>/<n>?b=<count>: that many Block2 blocks, the rest as NON
+BURST_MAX = const(16)  # most blocks one burst request may ask for
 
 # -- status map keys (CBOR map, schema "status" in protocols/openheap.cddl)
 ST_NAME = const(0)

@@ -102,34 +102,28 @@ def test_shares_survive_restart(fleet, boards):
 
 
 @pytest.mark.nodes(10)
-def test_lossy_network_20_percent_both_ways(boards, monkeypatch):
-    # With aiocoap's default tuning (ACK_TIMEOUT 2 s, MAX_RETRANSMIT 4) a
-    # request fails when 5 tries in a row lose the request or its answer,
-    # 0.36**5 = 0.6% of requests at 20% loss each way: a 200 KB put (about
-    # 700 Block1 requests) then loses several shares and is not happy (seen:
-    # 6 of 10 shares failed after 4 minutes). Loopback-sized timeouts and
-    # more retransmissions make the exchange layer ride out the loss; the
-    # engine does not retry a failed request itself (see the report).
-    from aiocoap.numbers.constants import TransportTuning
-
-    monkeypatch.setattr(TransportTuning, "ACK_TIMEOUT", 0.2)
-    monkeypatch.setattr(TransportTuning, "MAX_RETRANSMIT", 8)
+def test_lossy_network_20_percent_both_ways(boards):
+    # The product's own settings: the bulk channel (openheap.bulk) times its
+    # retransmissions from measured round trips and keeps sending a block
+    # until the node's timeout, so loss slows a transfer and fails nothing.
+    # (aiocoap's default tuning, ACK_TIMEOUT 2 s and MAX_RETRANSMIT 4, loses
+    # 0.36**5 = 0.6% of requests at this loss: shares failed, put unhappy.)
     data = os.urandom(100 * 1000)
     with LossyRelay([(b.host, b.port) for b in boards], loss=0.2, seed=20) as relay:
         peers = [engine.Peer(b.name, host, port) for b, (host, port) in zip(boards, relay.front)]
         t0 = time.monotonic()
-        res = _put(peers, io.BytesIO(data), len(data), timeout=60)
+        res = _put(peers, io.BytesIO(data), len(data), timeout=engine.DEFAULT_TIMEOUT)
         t_put = time.monotonic() - t0
         put_stats = dict(relay.stats)
         t0 = time.monotonic()
-        back, got = _get(peers, res.cap, timeout=60)
+        back, got = _get(peers, res.cap, timeout=engine.DEFAULT_TIMEOUT)
         t_get = time.monotonic() - t0
         stats = dict(relay.stats)
     get_stats = {k: stats[k] - put_stats[k] for k in stats}
     print("\nlossy relay, put: %s in %.1f s; get: %s in %.1f s"
           % (put_stats, t_put, get_stats, t_get))
     assert back == data
-    assert len(res.placed) >= HAPPY, res.failed
+    assert len(res.placed) == N and not res.failed, res.failed
     # the relay really dropped about 20% each way
     for d in ("up", "down"):
         assert stats[d] > 100 and 0.12 < stats[d + "_dropped"] / stats[d] < 0.28, stats

@@ -13,7 +13,7 @@ import pytest
 
 from openheap.storage import engine
 from openheap.storage.caps import LiteralCap, ReadCap
-from openheap.storage.errors import NotEnoughShares, NotHappy
+from openheap.storage.errors import BadCapability, NotEnoughShares, NotHappy
 from openheap.storage.layout import Params, share_length
 
 SECRET = b"s" * 32
@@ -50,6 +50,8 @@ def test_put_get_any_k_of_n(fleet, boards):
     assert res.bytes_sent == 5 * share_length(Params(3, 5, len(data)))
     back, got = _get(boards, res.cap)
     assert back == data and len(got.served) == 3 and not got.corrupt
+    with pytest.raises(BadCapability, match="verify-cap"):  # it cannot decrypt
+        _get(boards, res.cap.verify_cap())
     # any 2 boards down: the other 3 still hold 3 distinct shares
     down = [b for b in boards if b.name in (res.placed[0], res.placed[3])]
     for b in down:
@@ -121,3 +123,33 @@ def test_corrupt_share_is_detected_and_worked_around(fleet, boards):
     assert back == data, "the right bytes come back from the other shares"
     assert (victim.name, 0) in [(node, shnum) for node, shnum, _ in got.corrupt]
     assert 0 not in got.served
+
+
+@pytest.mark.nodes(4)
+def test_put_moves_a_failed_share_to_a_spare_node(boards):
+    # Four live boards and four addresses where nothing listens (ICMP port
+    # unreachable): a put of 4 shares whose plan names a dead address sends
+    # that share again to a live board that holds nothing of the file yet.
+    from openheap.storage import crypto
+    from openheap.storage.placement import Node, place
+
+    dead = [engine.Peer("dead%d" % i, "127.0.1.%d" % (240 + i), 9) for i in range(4)]
+    peers = _peers(boards) + dead
+    nodes = [Node(p.name, p.free, p.max_share, p.zone) for p in peers]
+    for _ in range(200):  # a file whose first plan uses a dead address
+        data = os.urandom(20 * 1000)
+        params = Params(2, 4, len(data))
+        key = engine._file_key(io.BytesIO(data), params, SECRET)
+        plan = place(crypto.storage_index(key), nodes, 4, 4, 2, share_length(params))
+        if set(plan.values()) & {d.name for d in dead}:
+            break
+
+    async def go():
+        async with engine.Grid(peers, timeout=5) as g:
+            return await engine.put(g, io.BytesIO(data), len(data), k=2, n=4, happy=4, secret=SECRET)
+
+    res = asyncio.run(go())
+    assert sorted(res.placed) == [0, 1, 2, 3] and not res.failed
+    assert set(res.placed.values()) == {b.name for b in boards}
+    back, _ = _get(boards, res.cap)
+    assert back == data

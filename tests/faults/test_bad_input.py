@@ -280,11 +280,16 @@ def test_block1_gap_gets_4_08(raw):
     m = raw.request(PUT, path, data[2048:3072], [(OPT_BLOCK1, block(2, True, 6))])
     assert_code(m, "4.08")
     assert m.payload, "4.08 needs a diagnostic"
-    # the transfer is gone: the missing block now has no transfer to join
-    m = raw.request(PUT, path, data[1024:2048], [(OPT_BLOCK1, block(1, True, 6))])
-    assert_code(m, "4.08")
-    assert_code(raw.request(GET, path), "4.04")
+    # the transfer stays; Block1 names the first missing block (RESOURCES.md)
+    assert [v for n, v in m.options if n == OPT_BLOCK1] == [bytes([(1 << 4) | 8 | 6])]
+    assert_code(raw.request(GET, path), "4.04")  # nothing stored yet
     assert listing(raw)[LS_COUNT] == count
+    for num in (1, 2, 3):
+        m = raw.request(PUT, path, data[num * 1024:(num + 1) * 1024], [(OPT_BLOCK1, block(num, True, 6))])
+        assert_code(m, "2.31")
+    m = raw.request(PUT, path, data[4096:], [(OPT_BLOCK1, block(4, False, 6))])
+    assert_code(m, "2.01")
+    assert raw.request(GET, path).payload == data[:1024]
     raw.still_answers()
 
 

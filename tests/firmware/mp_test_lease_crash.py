@@ -5,6 +5,7 @@
 # left, shares and count consistent, an index without shares pruned.
 # Run: .venv/bin/python -m pytest tests/firmware -k mp_test_lease_crash
 import asyncio
+import gc
 import mpfake as F
 from mptest import check, eq
 from ohnode import lease as L
@@ -49,6 +50,7 @@ def wire(nd):
 
 
 def node():
+    gc.collect()  # the loops below make a node per round: keep the heap whole
     nd = F.fresh({"lease_default": DEF})
     wire(nd)
     return nd
@@ -144,6 +146,7 @@ def test_cut_during_expiry():
         asyncio.run(nd.sh.lease.sweep())
         eq((nd.sh.count, F.ls("/oht2/s")), (1, [F.SI2]), "after a sweep %s %d" % (name, n))
         eq(F.download(nd, F.spath(F.SI2, 0)), F.sha_hex(F.Pat(200, 0)), "other intact")
+        nd = None  # one node at a time on the test's heap
 
 
 F.run(globals())

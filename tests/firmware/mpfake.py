@@ -80,13 +80,18 @@ def sha_hex(data):
 class Sock:
     def __init__(self):
         self.out = []
-        self._big = bytearray(1300)
+        self._big = [bytearray(1300)]  # more only for bursts
+        self.nbig = 0  # big buffers used since the last feed
 
     def sendto(self, data, peer):
         n = len(data)
-        if n > 200:  # one per request at most: kept in a fixed buffer
-            self._big[:n] = data
-            data = memoryview(self._big)[:n]
+        if n > 200:  # kept in reused buffers, one per large datagram
+            if self.nbig == len(self._big):
+                self._big.append(bytearray(1300))
+            b = self._big[self.nbig]
+            self.nbig += 1
+            b[:n] = data
+            data = memoryview(b)[:n]
         self.out.append((bytes(data) if n <= 200 else data, peer))
 
 
@@ -261,6 +266,7 @@ class Node:
 
     def feed(self, data, peer=PEER):
         # One datagram in; what the node sent: [(bytes, peer)].
+        self.sock.nbig = 0
         self.srv.datagram(data, peer)
         o = self.sock.out
         self.sock.out = []
@@ -274,6 +280,20 @@ class Node:
         if len(o) != 1 or o[0][1] != peer:
             raise AssertionError("want one datagram to %r, got %r" % (peer, o))
         return parse(o[0][0])
+
+
+def block1(r):
+    # The Block1 option of a response as (num, more, szx); it must be there.
+    v = r.opt(P.OPT_BLOCK1)
+    if v is None:
+        raise AssertionError("response %x without Block1" % r.code)
+    return coap.block_of(v)
+
+
+def put_block(nd, path, num, more, szx, pl, q=(), peer=PEER, opts=()):
+    # One Block1 PUT request; its response.
+    o = [(P.OPT_BLOCK1, coap.block_val(num, more, szx))] + list(opts)
+    return nd.ask(P.PUT, path, peer=peer, opts=o, query=q, pl=pl)
 
 
 def fresh(cfg=None, n=64, clock=None):

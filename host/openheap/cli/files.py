@@ -1,4 +1,4 @@
-"""File commands: ``openheap put``, ``get``, ``ls``, ``rm``, ``check``.
+"""File commands: ``openheap put``, ``get``, ``ls``, ``rm``, ``check``, ``add``.
 
 They talk to the coordinator's HTTP API (``openheap up`` or ``openheap
 serve`` must be running). ``put`` prints the read capability as the last line
@@ -34,13 +34,24 @@ def register(subparsers, common) -> None:
     p.set_defaults(func=get)
 
     p = subparsers.add_parser("ls", parents=[common], help="list the catalog, or what a capability points to")
-    p.add_argument("cap", nargs="?", help="a capability to describe (works without the catalog)")
+    p.add_argument("cap", nargs="?", help="a capability to describe: size, k/n, storage index, and the shares "
+                   "the grid holds now (works without a catalog entry)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=ls)
 
-    p = subparsers.add_parser("rm", parents=[common], help="delete a file's shares now and drop it from the catalog")
-    p.add_argument("cap", help="the file's read or verify capability")
+    p = subparsers.add_parser("rm", parents=[common], help="delete a file's shares now and drop it from the catalog",
+                              description="Delete a file. Given a capability: its shares on every node now, and "
+                              "every catalog entry of it. Given a catalog name: that entry, and the file's shares "
+                              "unless another catalog entry names the same file.")
+    p.add_argument("cap", metavar="CAP|NAME", help="the file's read or verify capability, or its catalog name")
     p.set_defaults(func=rm)
+
+    p = subparsers.add_parser("add", parents=[common], help="put a capability into the catalog",
+                              description="Put a capability into the catalog (for example after losing the "
+                              "catalog), so that the coordinator renews its leases and repairs it again.")
+    p.add_argument("cap", help="the file's read or verify capability")
+    p.add_argument("--name", help="catalog name (default: none)")
+    p.set_defaults(func=add)
 
     p = subparsers.add_parser("check", parents=[common], help="count and locate a file's shares")
     p.add_argument("cap", nargs="?", help="the file's read or verify capability")
@@ -155,22 +166,47 @@ def get(args) -> int:
     return 0
 
 
+def _found_text(found: dict | None, unknown: str) -> str:
+    if found is None:
+        return unknown
+    if found.get("literal"):
+        return "kept inside the capability"
+    state = "healthy" if found["healthy"] else "recoverable" if found["recoverable"] else "NOT RECOVERABLE"
+    return "%d of %d shares on %d nodes (%d needed): %s" % (found["shares"], found["n"], found["nodes"],
+                                                              found["needed"], state)
+
+
 def ls(args) -> int:
     if args.cap:
-        cap = _cap(args.cap)
-        info = {"kind": type(cap).__name__, "size": getattr(cap, "size", None) if not hasattr(cap, "data")
-                else len(cap.data)}
-        if hasattr(cap, "storage_index"):
-            from ..node import si_text
+        from ..coordinator.errors import CoordinatorNotRunning
+        from ..coordinator.files import describe_cap
 
-            info.update(k=cap.k, n=cap.n, storage_index=si_text(cap.storage_index))
-        if hasattr(cap, "verify_cap"):
-            info["verify_cap"] = cap.verify_cap().to_string()
+        cap = _cap(args.cap)
+        info = describe_cap(cap)
+        note = None
+        try:
+            remote = _client(args).describe(cap.to_string())
+        except CoordinatorNotRunning as e:
+            note = str(e)
+            info["found"] = None
+        else:
+            info["catalog"] = [c.get("name") or "(no name)" for c in remote.get("catalog", [])]
+            info["found"] = remote.get("found")
         if args.json:
             print(json.dumps(info, indent=2))
         else:
             for key, value in info.items():
+                if key == "catalog":
+                    value = ", ".join(value) if value else "not in the catalog"
+                elif key == "found":
+                    value = _found_text(value, "unknown (the coordinator is not running)")
                 print("%-14s %s" % (key, value))
+            if info.get("found") and info["found"].get("where"):
+                where = info["found"]["where"]
+                print("%-14s %s" % ("where", ", ".join("%s on %s" % (s, "+".join(nds)) for s, nds in
+                                                         sorted(where.items(), key=lambda kv: int(kv[0])))))
+        if note:
+            print("openheap: note: %s, so whether the grid holds this file is unknown" % note, file=sys.stderr)
         return 0
     files = _client(args).files()
     if args.json:
@@ -182,11 +218,29 @@ def ls(args) -> int:
     return 0
 
 
+def _is_cap(text: str) -> bool:
+    return text.strip().lower().startswith("oh:")
+
+
 def rm(args) -> int:
-    cap = _cap(args.cap)
-    result = _client(args).delete(cap.to_string())
+    if _is_cap(args.cap):
+        result = _client(args).delete(_cap(args.cap).to_string())
+    else:
+        if not args.cap.strip():
+            raise UsageError("give a capability or a catalog name to remove")
+        result = _client(args).delete_name(args.cap)
+        if result.get("kept"):
+            print("removed %s from the catalog; the file stays, since another catalog entry names it" % args.cap)
+            return 0
     print("deleted the shares on %d node%s" % (result.get("nodes", 0), "" if result.get("nodes") == 1 else "s"))
     return 0
+
+
+def add(args) -> int:
+    result = _client(args).add(_cap(args.cap).to_string(), args.name)
+    print("added to the catalog%s: %s" % (" as %s" % args.name if args.name else "",
+                                          _found_text(result.get("found"), "kept inside the capability")))
+    return 0 if result.get("found") is None or result["found"]["recoverable"] else 1
 
 
 def check(args) -> int:

@@ -2,15 +2,17 @@
 
 ::
 
-    openheap up [--nodes N] [--board NAME] [--fs-size BYTES] [--wait S]
+    openheap up [--nodes N] [--board NAME] [--fs-size BYTES] [--wait S] [--lease S] [--repair-grace S] ...
     openheap down
     openheap nodes [--json] [--remove NAME]
+    openheap status [--json]
 
 ``up`` starts the home's coordinator in the background (unless it runs
 already), then N virtual boards configured to register with it
 (``"coordinator": "127.0.0.1:<CoAP port>"`` in each board's config), waits
 until they have registered, and prints the grid. ``down`` stops the boards
-and the coordinator. ``nodes`` lists what the coordinator knows.
+and the coordinator. ``nodes`` lists what the coordinator knows. ``status``
+shows the coordinator, lease renewal and the repair scheduler.
 """
 
 from __future__ import annotations
@@ -174,18 +176,23 @@ def wait_registered(client, boards, restarted: list[str], since: float, timeout:
 
 def cmd_up(args) -> int:
     from ..coordinator.client import CoordinatorClient, read_api_info
-    from ..coordinator.daemon import start_background, stop
+    from ..coordinator.daemon import UPKEEP_OPTIONS, start_background, stop
     from ..sim import resolve_home
     from ..sim.fleet import Fleet
 
     home = resolve_home(args.home)
     info = read_api_info(home)
     started_now = info is None
+    upkeep = {key: getattr(args, key, None) for key in UPKEEP_OPTIONS}
     if started_now:
-        info = start_background(home, coap_port=args.coap_port)
+        info = start_background(home, coap_port=args.coap_port, upkeep=upkeep)
         print("coordinator started (pid %d): CoAP on %s, API on %s" % (info["pid"], info["coap"], info["api"]))
     else:
         print("coordinator already running (pid %d): CoAP on %s, API on %s" % (info["pid"], info["coap"], info["api"]))
+        given = ["--" + k.replace("_", "-") for k, v in upkeep.items() if v is not None]
+        if given:
+            print("openheap: warning: %s only take%s effect when the coordinator starts; run 'openheap down' "
+                  "first" % (", ".join(given), "s" if len(given) == 1 else ""), file=sys.stderr)
     fleet = Fleet(home)
     since = time.time()
     try:
@@ -246,9 +253,67 @@ def cmd_nodes(args) -> int:
     return 0
 
 
+def _when(text) -> str:
+    return text.replace("T", " ").replace("Z", " UTC") if isinstance(text, str) else "never"
+
+
+def status_text(status: dict, upkeep: dict | None) -> str:
+    """``openheap status`` as lines of text."""
+    nodes = status.get("nodes", {})
+    lines = ["coordinator %s (pid %s), up %s s: CoAP on %s, API on %s" % (
+        status.get("version"), status.get("pid"), status.get("uptime"), status.get("coap"), status.get("api")),
+        "nodes: %d registered, %d unreachable; files in the catalog: %d" % (
+            nodes.get("registered", 0), nodes.get("unreachable", 0), status.get("files", 0))]
+    if upkeep is None:
+        lines.append("no lease renewal or repair scheduler (this coordinator stores no files)")
+        return "\n".join(lines)
+    cfg, le, rp = upkeep["config"], upkeep["leases"], upkeep["repair"]
+    lines.append("leases: %d s, renewed every %s; last pass %s: %d renewed, %d failed; next %s" % (
+        cfg["lease"], "%g s" % cfg["renew_every"] if cfg["renew_every"] else "(never)", _when(le["last_run"]),
+        le["renewed"], le["failed"], _when(le["next_run"]) if cfg["renew_every"] else "never"))
+    lines.append("repair: every %s after %g s unreachable, at most %d file%s per run%s; last run %s; next %s" % (
+        "%g s" % cfg["repair_every"] if cfg["repair_every"] else "(never)", cfg["repair_grace"],
+        cfg["repair_files"], "" if cfg["repair_files"] == 1 else "s",
+        ", %g bytes/s" % cfg["repair_rate"] if cfg["repair_rate"] else "", _when(rp["last_run"]),
+        _when(rp["next_run"]) if cfg["repair_every"] else "never"))
+    by_class = upkeep.get("nodes", {})
+    if by_class.get("waiting"):
+        lines.append("  unreachable, within the grace period: %s" % ", ".join(by_class["waiting"]))
+    if by_class.get("lost"):
+        lines.append("  unreachable for longer (shares counted as lost): %s" % ", ".join(by_class["lost"]))
+    for w in rp.get("waiting", []):
+        lines.append("  waiting: %s (%d of %d shares reachable) until %s" % (
+            w.get("name") or w["cap"][:40], w["live"], w["n"], _when(w.get("due"))))
+    if rp.get("queued"):
+        lines.append("  %d more file%s due for repair" % (rp["queued"], "" if rp["queued"] == 1 else "s"))
+    for r in rp.get("history", [])[-10:]:
+        what = ", ".join("share %s to %s" % kv for kv in r.get("rebuilt", {}).items()) or r.get("note") or "nothing"
+        lines.append("  %s repaired %s: %s%s" % (_when(r.get("at")), r.get("name") or r["cap"][:40], what,
+                                                 " (%s)" % r["error"] if r.get("error") else ""))
+    return "\n".join(lines)
+
+
+def cmd_status(args) -> int:
+    from ..coordinator.client import CoordinatorClient
+
+    client = CoordinatorClient(args.home)
+    status = client.status()
+    try:
+        upkeep = client.upkeep()
+    except Exception as e:  # a coordinator without a file service answers 501
+        if getattr(e, "http_status", None) != 501:
+            raise
+        upkeep = None
+    if args.json:
+        print(json.dumps({"status": status, "upkeep": upkeep}, indent=2))
+    else:
+        print(status_text(status, upkeep))
+    return 0
+
+
 def register(subparsers, common) -> None:
-    """Add ``up``, ``down`` and ``nodes`` to the ``openheap`` parser."""
-    from ..coordinator.daemon import _port
+    """Add ``up``, ``down``, ``nodes`` and ``status`` to the ``openheap`` parser."""
+    from ..coordinator.daemon import _port, add_upkeep_options
 
     p = subparsers.add_parser(
         "up",
@@ -265,6 +330,7 @@ def register(subparsers, common) -> None:
                    help="coordinator UDP port if it is started now (default: last used, else 5683 if free)")
     p.add_argument("--wait", type=_seconds, default=WAIT_DEFAULT, metavar="S",
                    help="seconds to wait for the boards to register (default %g)" % WAIT_DEFAULT)
+    add_upkeep_options(p)
     p.set_defaults(func=cmd_up)
 
     p = subparsers.add_parser("down", parents=[common], help="stop the virtual boards and the coordinator",
@@ -279,3 +345,10 @@ def register(subparsers, common) -> None:
     p.add_argument("--remove", action="append", metavar="NAME",
                    help="forget a node (and the share locations recorded on it); may be repeated")
     p.set_defaults(func=cmd_nodes)
+
+    p = subparsers.add_parser("status", parents=[common], help="the coordinator, lease renewal and repair scheduler",
+                              description="Show the running coordinator, its lease renewal passes and its repair "
+                              "scheduler: nodes within the grace period or lost, files waiting or due for repair, "
+                              "and the last repairs.")
+    p.add_argument("--json", action="store_true", help="print JSON: {\"status\": ..., \"upkeep\": ...}")
+    p.set_defaults(func=cmd_status)

@@ -3,6 +3,7 @@
 ::
 
     openheap serve [--coap-host ADDR] [--coap-port P] [--api-port P] [--grace S] [-v]
+                   [--lease S] [--renew-every S] [--repair-grace S] [--repair-every S] [--repair-files M] [--repair-rate B]
 
 Boards register with it over CoAP; the CLI talks to it through its HTTP API
 on 127.0.0.1. It logs to stderr and stops cleanly on SIGTERM or Ctrl-C.

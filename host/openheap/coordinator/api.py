@@ -108,6 +108,18 @@ class FileService(abc.ABC):
         """Check (``verify``: every block; ``repair``: rebuild) the files of
         ``caps``, or the whole catalog when None (``POST /v1/check``)."""
 
+    async def delete_name(self, name: str) -> dict:
+        """Remove catalog entry ``name`` (``DELETE /v1/files?name=``)."""
+        raise NotImplementedError("this file service cannot remove files by name")
+
+    async def describe(self, cap: str) -> dict:
+        """What a capability points to (``GET /v1/caps/<cap>``)."""
+        raise NotImplementedError("this file service cannot describe capabilities")
+
+    async def add(self, cap: str, name: str | None = None) -> dict:
+        """Put a capability into the catalog (``POST /v1/catalog``)."""
+        raise NotImplementedError("this file service cannot add capabilities to the catalog")
+
 
 # -- errors
 
@@ -168,7 +180,11 @@ ROUTES = [
     ("GET", "/v1/files", "files_list"),
     ("GET", "/v1/files/{cap}", "files_get"),
     ("DELETE", "/v1/files/{cap}", "files_delete"),
+    ("DELETE", "/v1/files", "files_delete_name"),
+    ("GET", "/v1/caps/{cap}", "caps_describe"),
+    ("POST", "/v1/catalog", "catalog_add"),
     ("POST", "/v1/check", "check"),
+    ("GET", "/v1/upkeep", "upkeep_status"),
 ]
 
 
@@ -195,12 +211,16 @@ class Api:
     """The HTTP API of one coordinator.
 
     ``status_info`` returns extra fields for ``GET /v1/status`` (addresses,
-    pid, home); ``files`` is the :class:`FileService` (None: 501 stubs).
+    pid, home); ``files`` is the :class:`FileService` (None: 501 stubs);
+    ``upkeep`` returns the lease renewal and repair scheduler figures for
+    ``GET /v1/upkeep`` (None: 501).
     """
 
     def __init__(self, registry: Registry, token: str, *, files: FileService | None = None,
-                 status_info: Callable[[], dict] | None = None, clock=time.time):
+                 status_info: Callable[[], dict] | None = None, clock=time.time,
+                 upkeep: Callable[[], dict] | None = None):
         self.registry = registry
+        self.upkeep = upkeep
         self.token = token
         self.files = files
         self.status_info = status_info or dict
@@ -346,6 +366,32 @@ class Api:
 
     async def files_delete(self, request):
         return _json(await self._service().delete(request.match_info["cap"]))
+
+    async def files_delete_name(self, request):
+        name = request.query.get("name")
+        if not name:
+            raise UsageError("DELETE /v1/files needs ?name=<catalog name> (or use DELETE /v1/files/<cap>)")
+        return _json(await self._service().delete_name(name))
+
+    async def caps_describe(self, request):
+        return _json(await self._service().describe(request.match_info["cap"]))
+
+    async def catalog_add(self, request):
+        service = self._service()
+        try:
+            body = await request.json() if request.can_read_body else None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("cap"), str) or not (
+                body.get("name") is None or isinstance(body.get("name"), str)):
+            raise UsageError('the body of POST /v1/catalog must be {"cap": capability, "name": optional name}')
+        return _json(await service.add(body["cap"], body.get("name") or None), 201)
+
+    async def upkeep_status(self, request):
+        if self.upkeep is None:
+            raise NotImplementedError("this coordinator has no lease renewal or repair scheduler "
+                                      "(no grid file service)")
+        return _json(self.upkeep())
 
     async def check(self, request):
         service = self._service()

@@ -229,6 +229,23 @@ class CoordinatorClient:
         """``DELETE /v1/files/<cap>``."""
         return self.request("DELETE", "/v1/files/" + urllib.parse.quote(cap.strip(), safe=":"))
 
+    def delete_name(self, name: str) -> dict:
+        """``DELETE /v1/files?name=<name>``: remove a catalog entry (and its
+        file's shares unless another entry names the same file)."""
+        return self.request("DELETE", "/v1/files", query={"name": name})
+
+    def describe(self, cap: str) -> dict:
+        """``GET /v1/caps/<cap>``: what a capability points to, and the shares found now."""
+        return self.request("GET", "/v1/caps/" + urllib.parse.quote(cap.strip(), safe=":"))
+
+    def add(self, cap: str, name: str | None = None) -> dict:
+        """``POST /v1/catalog``: put a capability into the catalog."""
+        return self.request("POST", "/v1/catalog", json_body={"cap": cap.strip(), "name": name})
+
+    def upkeep(self) -> dict:
+        """``GET /v1/upkeep``: lease renewal and repair scheduler figures."""
+        return self.request("GET", "/v1/upkeep")
+
     def check(self, caps: list[str] | None = None, *, verify: bool = False, repair: bool = False,
               timeout: float | None = None) -> dict:
         """``POST /v1/check`` for ``caps``, or the whole catalog when None."""

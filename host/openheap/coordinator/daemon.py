@@ -62,7 +62,19 @@ def _coordinator(args):
 
     grace = DEFAULT_GRACE if getattr(args, "grace", None) is None else args.grace
     return Coordinator(args.home, coap_host=args.coap_host, coap_port=args.coap_port, api_port=args.api_port,
-                       grace=grace, files=default_file_service)
+                       grace=grace, files=default_file_service, upkeep=upkeep_config(args))
+
+
+def upkeep_config(args):
+    """The :class:`UpkeepConfig` of parsed ``--lease``/``--renew-every``/``--repair-*`` options."""
+    from .upkeep_loop import UpkeepConfig
+
+    cfg = UpkeepConfig()
+    for key in UPKEEP_OPTIONS:
+        value = getattr(args, key, None)
+        if value is not None:
+            setattr(cfg, key, value)
+    return cfg.validate()
 
 
 def run_foreground(args) -> int:
@@ -133,8 +145,11 @@ def _detached(args) -> int:
 
 
 def start_background(home, *, coap_host: str = "127.0.0.1", coap_port: int | None = None, api_port: int = 0,
-                     grace: float | None = None, timeout: float = START_TIMEOUT) -> dict:
+                     grace: float | None = None, timeout: float = START_TIMEOUT, upkeep: dict | None = None) -> dict:
     """Start a detached coordinator for ``home``; return its api.json once it serves.
+
+    ``upkeep`` maps :data:`UPKEEP_OPTIONS` names (``lease``, ``repair_grace``,
+    ...) to values, passed on as the matching options (None: left out).
 
     Raises the coordinator's own error (e.g. AlreadyRunning, a taken port) as
     a CoordinatorError/OpenheapError with its sentence.
@@ -147,6 +162,11 @@ def start_background(home, *, coap_host: str = "127.0.0.1", coap_port: int | Non
         argv += ["--coap-port", str(coap_port)]
     if grace is not None:
         argv += ["--grace", str(grace)]
+    for key, value in (upkeep or {}).items():
+        if key not in UPKEEP_OPTIONS:
+            raise ValueError("unknown upkeep option %r" % key)
+        if value is not None:
+            argv += ["--" + key.replace("_", "-"), str(value)]
     try:
         if p.log.is_file() and p.log.stat().st_size > LOG_ROTATE:
             os.replace(p.log, p.log.with_name(p.log.name + ".1"))
@@ -253,6 +273,55 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= 1000000:
+        raise argparse.ArgumentTypeError("must be a whole number from 1 to 1000000, not %r" % text)
+    return int(text)
+
+
+def _lease(text: str) -> int:
+    from ohproto import const as P
+
+    if not text.strip().isdigit() or not 1 <= int(text) <= P.LEASE_MAX:
+        raise argparse.ArgumentTypeError("must be a whole number of seconds from 1 to %d, not %r"
+                                         % (P.LEASE_MAX, text))
+    return int(text)
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a number of bytes per second, not %r" % text) from None
+    if not 0 <= value < 1e12:
+        raise argparse.ArgumentTypeError("must be a number of bytes per second of at least 0, not %r" % text)
+    return value
+
+
+# argparse dest -> UpkeepConfig field (the same names)
+UPKEEP_OPTIONS = ("lease", "renew_every", "repair_grace", "repair_every", "repair_files", "repair_rate")
+
+
+def add_upkeep_options(p: argparse.ArgumentParser) -> None:
+    """``--lease``, ``--renew-every`` and the ``--repair-*`` options (keeping files alive)."""
+    g = p.add_argument_group("keeping files alive")
+    g.add_argument("--lease", type=_lease, metavar="S",
+                   help="seconds a share lease lasts; boards delete shares whose lease ran out (default 2678400, "
+                   "31 days)")
+    g.add_argument("--renew-every", type=_seconds, metavar="S",
+                   help="seconds between lease renewal passes, which renew leases with less than half left "
+                   "(default: a quarter of the lease, at most 3600; 0: never)")
+    g.add_argument("--repair-grace", type=_seconds, metavar="S",
+                   help="seconds a node may be unreachable before its shares count as lost and are repaired "
+                   "(default 3600)")
+    g.add_argument("--repair-every", type=_seconds, metavar="S",
+                   help="seconds between runs of the repair scheduler (default 300; 0: never)")
+    g.add_argument("--repair-files", type=_count, metavar="M",
+                   help="files repaired at most per run of the repair scheduler (default 4)")
+    g.add_argument("--repair-rate", type=_rate, metavar="B",
+                   help="bytes per second scheduled repairs may send on average (default 0: no limit)")
+
+
 def add_serve_options(p: argparse.ArgumentParser) -> None:
     """The options ``openheap serve`` and ``python -m openheap.coordinator`` share."""
     p.add_argument("--coap-host", default="127.0.0.1", metavar="ADDR",
@@ -265,6 +334,7 @@ def add_serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grace", type=_seconds, default=None, metavar="S",
                    help="seconds past a node's registration lifetime before it counts as unreachable (default 10)")
     p.add_argument("--verbose", "-v", action="store_true", help="log every registration refresh")
+    add_upkeep_options(p)
 
 
 def main(argv=None) -> int:

@@ -41,6 +41,7 @@ from .errors import AlreadyRunning, CoordinatorError
 from .paths import Paths, paths
 from .rd import make_site
 from .registry import DEFAULT_GRACE, UNREACHABLE, Registry, iso
+from .upkeep_loop import Upkeep, UpkeepConfig
 
 __all__ = ["Coordinator", "Paths", "paths", "load_or_create_token", "DEFAULT_COAP_PORT", "LEASE_DEFAULT",
            "default_file_service", "CoordinatorThread"]
@@ -117,18 +118,25 @@ class Coordinator:
     free, else an ephemeral one; 0 is always ephemeral; any other number is
     used or fails. ``api_port`` 0 is ephemeral. ``files`` is a FileService,
     or a callable ``(coordinator) -> FileService | None`` called at start.
+    ``upkeep`` (an :class:`UpkeepConfig`; default: its defaults with
+    ``lease_default`` as the lease) sets lease renewal and the repair
+    scheduler, which run when the file service is the grid's own
+    (:mod:`openheap.coordinator.files`).
     """
 
     def __init__(self, home=None, coap_host: str = "127.0.0.1", coap_port: int | None = None, api_port: int = 0, *,
                  api_host: str = "127.0.0.1", lease_default: int = LEASE_DEFAULT, grace: float = DEFAULT_GRACE,
-                 sweep_interval: float = SWEEP_INTERVAL, files=None, clock=time.time):
+                 sweep_interval: float = SWEEP_INTERVAL, files=None, upkeep: UpkeepConfig | None = None,
+                 clock=time.time):
         self.paths = paths(home)
         self.home = self.paths.home
         self.coap_host = coap_host
         self.coap_port_wanted = coap_port
         self.api_host = api_host
         self.api_port_wanted = api_port
-        self.lease_default = int(lease_default)
+        self.upkeep_config = (upkeep if upkeep is not None else UpkeepConfig(lease=int(lease_default))).validate()
+        self.lease_default = self.upkeep_config.lease
+        self.upkeep: Upkeep | None = None
         self.grace = float(grace)
         self.sweep_interval = float(sweep_interval)
         self.clock = clock
@@ -163,12 +171,17 @@ class Coordinator:
             self.files = files
             if self.files is not None:
                 await self.files.start()
-            self.api = Api(self.registry, token, files=self.files, status_info=self._status_info, clock=self.clock)
+            if self.files is not None and hasattr(self.files, "record_check"):  # the grid's own file service
+                self.upkeep = Upkeep(self, self.files, self.upkeep_config)
+            self.api = Api(self.registry, token, files=self.files, status_info=self._status_info, clock=self.clock,
+                           upkeep=self.upkeep.status if self.upkeep is not None else None)
             self.api_port = await self.api.start(self.api_host, self.api_port_wanted)
             self.started = self.clock()
             _write_json(self.paths.state, {"coap_port": self.coap_port})
             _write_json(self.paths.api, self.describe())
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+            if self.upkeep is not None:
+                self.upkeep.start()
         except BaseException:
             await self._teardown()
             raise
@@ -182,6 +195,9 @@ class Coordinator:
         await self._teardown()
 
     async def _teardown(self) -> None:
+        if self.upkeep is not None:
+            await self.upkeep.stop()
+            self.upkeep = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             try:

@@ -5,7 +5,9 @@ moves its bytes. ``put`` encodes the file segment by segment and streams every
 planned share to its node at the same time, in one pass (each share's SHA-256
 goes with its last block), so memory stays bounded by a few segments whatever
 the file size; shares the grid already holds (the same file put before, with
-convergent encryption) are not sent again. ``get`` asks every node which
+convergent encryption) are not sent again, and a share whose node fails
+mid-put is sent again to a node holding nothing of the file yet (up to
+``RESEND_ROUNDS`` times) before happiness is judged. ``get`` asks every node which
 shares it holds, reads k of them from the nodes that answered fastest,
 checks every block against the hash trees and replaces a share whose block
 is corrupt or whose node fails with another one.
@@ -25,7 +27,7 @@ from openheap.storage import crypto
 from openheap.storage.caps import LITERAL_MAX, LiteralCap, ReadCap, VerifyCap
 from openheap.storage.decoder import Decoder
 from openheap.storage.encoder import Encoder, read_exactly
-from openheap.storage.errors import CorruptShare, NotEnoughShares, NotHappy, StorageError
+from openheap.storage.errors import BadCapability, CorruptShare, NotEnoughShares, NotHappy, StorageError
 from openheap.storage.layout import HEADER_SIZE, Params, segment_range, share_length, trailer_range
 from openheap.storage.placement import Node as PlacementNode
 from openheap.storage.placement import check_happy, place
@@ -33,7 +35,9 @@ from openheap.storage.placement import check_happy, place
 __all__ = ["Peer", "Grid", "PutResult", "GetResult", "put", "get", "locate",
            "delete", "check", "repair"]
 
-QUEUE_SEGMENTS = 2  # segments buffered per share between encoder and sender
+DEFAULT_TIMEOUT = 10.0  # seconds a node may take to answer one request (retransmissions included)
+QUEUE_SEGMENTS = 2
+RESEND_ROUNDS = 3  # times put sends failed shares again to other nodes  # segments buffered per share between encoder and sender
 FAST_STEP = 0.025  # answer times within this of each other count as equally fast
 
 
@@ -76,7 +80,7 @@ class Grid:
     dead node from a live one.
     """
 
-    def __init__(self, peers: list[Peer], *, timeout: float = 10.0):
+    def __init__(self, peers: list[Peer], *, timeout: float = DEFAULT_TIMEOUT):
         self.peers = {p.name: p for p in peers}
         self.timeout = timeout
         self.clients: dict[str, NodeClient] = {}
@@ -205,6 +209,50 @@ async def put(grid: Grid, src: BinaryIO, size: int, *, k: int = 3, n: int = 10, 
     nodes = [PlacementNode(p.name, p.free, p.max_share, p.zone) for p in grid.peers.values()]
     plan = place(si, nodes, n, happy, k, slen, existing=existing)
     result = PutResult(None, existing=dict(existing))
+    enc, up = await _send_shares(grid, src, params, key, si, slen, plan, progress)
+    result.placed, result.failed, result.bytes_sent = dict(up.sent), dict(up.failed), up.bytes_sent
+    result.cap = enc.read_cap()
+    have = dict(existing)
+    have.update(result.placed)
+    bad: set[str] = set()
+    for _ in range(RESEND_ROUNDS):
+        if not result.failed or not src.seekable():
+            break
+        # Nodes failed mid-put: send those shares again, from the start of
+        # the file, to nodes that hold nothing of it yet (placement order).
+        bad |= {nd for s, nd in plan.items() if s in result.failed}
+        spare = [nd for nd in nodes if nd.id not in bad]
+        try:
+            plan = place(si, spare, n, k, k, slen, existing=have)
+        except NotHappy:
+            break
+        plan = {s: nd for s, nd in plan.items() if s in result.failed}
+        if not plan:
+            break
+        src.seek(0)
+        try:
+            _, up = await _send_shares(grid, src, params, key, si, slen, plan, None)
+        except BaseException:
+            await _remove(grid, si, result.placed)
+            raise
+        for s, nd in up.sent.items():
+            result.placed[s] = have[s] = nd
+            result.failed.pop(s, None)
+        result.bytes_sent += up.bytes_sent
+        result.failed.update({s: "%s; again: %s" % (result.failed.get(s, ""), why) for s, why in up.failed.items()})
+    try:
+        check_happy(list(have.items()), happy, k)
+    except NotHappy as e:
+        await _remove(grid, si, result.placed)
+        why = "; ".join("share %d: %s" % kv for kv in sorted(result.failed.items()))
+        raise NotHappy("%s%s" % (e, " (failed: %s)" % why if why else ""), e.happiness, e.needed) from None
+    return result
+
+
+async def _send_shares(grid: Grid, src: BinaryIO, params: Params, key: bytes, si: bytes, slen: int,
+                       plan: dict[int, str], progress) -> tuple[Encoder, ShareUploads]:
+    """Encode the file from ``src`` (at its start) and stream the shares of
+    ``plan`` to their nodes in one pass; on any error remove what was sent."""
     enc = Encoder(key, params)
     up = ShareUploads(grid, si, slen, plan)
     try:
@@ -215,7 +263,7 @@ async def put(grid: Grid, src: BinaryIO, size: int, *, k: int = 3, n: int = 10, 
             data = read_exactly(src, want)
             if len(data) != want:
                 raise StorageError("the file is shorter than its %d bytes; was it changed while "
-                                   "being stored?" % size)
+                                   "being stored?" % params.size)
             await up.feed(enc.encode_segment(data))
             done += want
             if progress:
@@ -226,17 +274,7 @@ async def put(grid: Grid, src: BinaryIO, size: int, *, k: int = 3, n: int = 10, 
         await up.cancel()
         await _remove(grid, si, plan)
         raise
-    result.placed, result.failed, result.bytes_sent = up.sent, up.failed, up.bytes_sent
-    result.cap = enc.read_cap()
-    have = dict(existing)
-    have.update(result.placed)
-    try:
-        check_happy(list(have.items()), happy, k)
-    except NotHappy as e:
-        await _remove(grid, si, result.placed)
-        why = "; ".join("share %d: %s" % kv for kv in sorted(result.failed.items()))
-        raise NotHappy("%s%s" % (e, " (failed: %s)" % why if why else ""), e.happiness, e.needed) from None
-    return result
+    return enc, up
 
 
 async def _remove(grid: Grid, si: bytes, plan: dict[int, str]) -> None:
@@ -258,7 +296,8 @@ class _Source:
 
 async def get(grid: Grid, cap, out: BinaryIO, *,
               progress: Callable[[int], None] | None = None) -> GetResult:
-    """Write the file ``cap`` names to ``out``, verifying every block.
+    """Write the file ``cap`` (a read-cap) names to ``out``, verifying every
+    block. A verify-cap raises :class:`BadCapability`: it cannot decrypt.
 
     ``out.write`` may be a coroutine function (it is awaited).
 
@@ -268,8 +307,11 @@ async def get(grid: Grid, cap, out: BinaryIO, *,
     if isinstance(cap, LiteralCap):
         out.write(cap.data)
         return GetResult(len(cap.data))
-    if not isinstance(cap, (ReadCap, VerifyCap)):
-        raise TypeError("get needs a read or verify capability")
+    if isinstance(cap, VerifyCap):
+        raise BadCapability("a verify-cap can check and repair a file but not read it; "
+                            "give its read-cap (URI:CHK:...)")
+    if not isinstance(cap, ReadCap):
+        raise TypeError("get needs a read capability")
     res = GetResult(cap.size)
     si = cap.storage_index
     held = await locate(grid, si)

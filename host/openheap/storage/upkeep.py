@@ -185,15 +185,19 @@ async def check(grid: Grid, cap, *, verify: bool = False) -> CheckResult:
     return res
 
 
-async def repair(grid: Grid, cap, checked: CheckResult, *, peers: list[Peer] | None = None) -> RepairResult:
+async def repair(grid: Grid, cap, checked: CheckResult, *, peers: list[Peer] | None = None,
+                 presumed: dict[int, list[str]] | None = None) -> RepairResult:
     """Rebuild every share number that ``checked`` found missing or corrupt
     from k good shares, store each on a node chosen by placement (nodes
     holding nothing of this file first), then delete the corrupt copies.
 
     ``peers`` are the nodes that may receive shares (default: the grid's
-    nodes that answered). A rebuilt share's trailer (its last bytes) is sent
-    only once the rebuilt hash trees verified against the capability, so a
-    failed rebuild stores nothing.
+    nodes that answered). ``presumed`` (``{shnum: [node, ...]}``) are shares
+    on nodes that cannot be asked now but still count as held, e.g. on a
+    node unreachable for less than a grace period: they are neither rebuilt
+    nor read. A rebuilt share's trailer (its last bytes) is sent only once
+    the rebuilt hash trees verified against the capability, so a failed
+    rebuild stores nothing.
     """
     if not isinstance(cap, (ReadCap, VerifyCap)):
         raise TypeError("repair needs a read or verify capability")
@@ -201,23 +205,27 @@ async def repair(grid: Grid, cap, checked: CheckResult, *, peers: list[Peer] | N
     p = _params_of(cap)
     slen = share_length(p)
     si = cap.storage_index
-    missing = sorted(set(range(cap.n)) - set(checked.good))
+    held = {sh: list(nds) for sh, nds in checked.good.items()}
+    for sh, nds in (presumed or {}).items():
+        if 0 <= sh < cap.n and sh not in held and nds:
+            held[sh] = list(nds)
+    missing = sorted(set(range(cap.n)) - set(held))
     if missing and not checked.recoverable:
         res.error = "only %d good shares were found and %d are needed" % (checked.shares, cap.k)
         return res
     # Share numbers held only by nodes that hold other shares too (no matching
     # gives them a node of their own): rebuilt too when a node holding nothing
     # of this file can take them, so that n shares end up on n distinct nodes.
-    matched = _matching(checked.good)
+    matched = _matching(held)
     doubled = sorted(set(checked.good) - set(matched))
-    busy = {nd for nds in checked.good.values() for nd in nds}
+    busy = {nd for nds in held.values() for nd in nds}
     dead = set(checked.unreachable)
     if peers is None:
         peers = [pr for pr in grid.peers.values() if pr.name not in dead]
     nodes = [PlacementNode(pr.name, pr.free, pr.max_share, pr.zone) for pr in peers]
     plan: dict[int, str] = {}
     if missing or doubled:
-        keep = {sh: nds for sh, nds in checked.good.items() if sh in matched}
+        keep = {sh: nds for sh, nds in held.items() if sh in matched}
         try:
             plan = place(si, nodes, cap.n, 1, 1, slen, existing=keep)
         except (NotHappy, StorageError) as e:
