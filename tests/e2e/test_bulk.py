@@ -132,6 +132,10 @@ def test_errors_and_a_dead_node(boards, fleet):
 
     async def go():
         async with NodeClient(b.host, b.port, timeout=5) as node:
+            whole = os.urandom(128 * 1024)  # a whole number of iter_share's 64 KiB pieces
+            si = os.urandom(16)
+            await node.put_share(si, 0, whole)
+            assert await node.get_share(si, 0) == whole
             for call in (node.read_range(os.urandom(16), 0, 0, 100), node.share_set(os.urandom(16))):
                 with pytest.raises(CoapError) as e:
                     await call
