@@ -23,15 +23,21 @@ def _si_bytes(s):
     return binascii.a2b_base64(s.replace("-", "+").replace("_", "/") + "==")
 
 
+_ok = [""]  # the last storage index found canonical (blocks of one share repeat it)
+
+
 def _si(s):
     # A storage index in a path: canonical base64url of 16 bytes, else
     # ValueError. (It names the folder of the index's shares on flash.)
+    if s == _ok[0]:
+        return s
     if len(s) != P.SI_TEXT_LEN:
         raise ValueError
     b = _si_bytes(s)
     t = binascii.b2a_base64(b).decode()[:22].replace("+", "-").replace("/", "_")
     if len(b) != P.SI_LEN or t != s:
         raise ValueError
+    _ok[0] = s
     return s
 
 
