@@ -16,40 +16,20 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from pathlib import Path
 from typing import Iterable
 
 from ..errors import (BuildError, CoapError, ConfigError, NodeUnreachable, OpenheapError, SimError, UsageError)
+from ..proc import pid_alive
 from .errors import CoordinatorError, CoordinatorNotRunning
 from .paths import paths
 
 __all__ = ["CoordinatorClient", "read_api_info", "pid_alive", "remote_error"]
 
 DEFAULT_TIMEOUT = 30.0
-
-
-def pid_alive(pid) -> bool:
-    """True if ``pid`` runs and is not a zombie."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if not os.path.isdir("/proc/self"):
-        return True  # no procfs: trust kill(0)
-    try:
-        stat = Path("/proc/%d/stat" % pid).read_text()
-        return stat[stat.rindex(")") + 2] not in "ZXx"
-    except (OSError, ValueError, IndexError):
-        return False  # gone meanwhile
 
 
 def read_api_info(home=None) -> dict | None:

@@ -189,6 +189,17 @@ class _Base(resource.Resource):
                 log.exception("node event listener failed")
 
 
+def _registration(request, default_lifetime):
+    """The registration map and lifetime of a register or refresh request;
+    :class:`UsageError` when the ``ep=`` query and the map disagree."""
+    query = _query(request)
+    info = decode_registration(request.payload)
+    ep = query.get("ep")
+    if ep is not None and ep != info.name:
+        raise UsageError("ep=%s but the registration map names %s" % (ep, info.name))
+    return info, _lifetime(query, default_lifetime)
+
+
 class RegistrationResource(_Base):
     """``POST /rd?ep=<name>&lt=<s>``: register (or re-register) a node."""
 
@@ -197,12 +208,7 @@ class RegistrationResource(_Base):
 
     async def render_post(self, request):
         try:
-            query = _query(request)
-            info = decode_registration(request.payload)
-            ep = query.get("ep")
-            if ep is not None and ep != info.name:
-                raise UsageError("ep=%s but the registration map names %s" % (ep, info.name))
-            lifetime = _lifetime(query, DEFAULT_LIFETIME)
+            info, lifetime = _registration(request, DEFAULT_LIFETIME)
         except UsageError as e:
             return _error(Code.BAD_REQUEST, str(e))
         host, port = remote_hostport(request.remote)
@@ -225,12 +231,7 @@ class RegistrationUpdateResource(_Base, resource.PathCapable):
             return _error(Code.NOT_FOUND, "not found")
         reg_id = path[0]
         try:
-            query = _query(request)
-            info = decode_registration(request.payload)
-            ep = query.get("ep")
-            if ep is not None and ep != info.name:
-                raise UsageError("ep=%s but the registration map names %s" % (ep, info.name))
-            lifetime = _lifetime(query, None)
+            info, lifetime = _registration(request, None)
             host, port = remote_hostport(request.remote)
             result = self.registry.refresh(reg_id, info, host, port, lifetime, now=self.clock())
         except UsageError as e:

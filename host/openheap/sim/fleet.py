@@ -37,6 +37,7 @@ from pathlib import Path
 
 from .. import boards as boards_mod
 from ..errors import ConfigError, SimError, UsageError
+from ..proc import pid_alive
 from . import resolve_home
 from .image import MIN_FS_SIZE, create_image
 from .supervisor import LAUNCH_FILE, LOG_FILE, read_state, write_state
@@ -113,26 +114,8 @@ def sim_heap(bdef) -> int:
 
 
 def _alive(pid, *markers: str) -> bool:
-    """True if ``pid`` runs, is not a zombie and its command line has every marker."""
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return False  # someone else's process: not ours
-    if not os.path.isdir("/proc/self"):
-        return True  # no procfs (not Linux): trust kill(0)
-    proc = Path("/proc/%d" % pid)
-    try:
-        stat = (proc / "stat").read_text()
-        if stat[stat.rindex(")") + 2] in "ZXx":
-            return False  # a zombie has finished
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
-    except (OSError, ValueError, IndexError):
-        return False  # gone between kill(0) and here
-    return all(m in cmdline for m in markers)  # guards against a recycled pid
+    """True if ``pid`` is one of ours, runs, and its command line has every marker."""
+    return pid_alive(pid, *markers, foreign=False)
 
 
 def _signal(pid, sig) -> None:
