@@ -86,6 +86,8 @@ class Sock:
     def sendto(self, data, peer):
         n = len(data)
         if n > 200:  # kept in reused buffers, one per large datagram
+            if not self.out:  # what was sent before has been taken
+                self.nbig = 0
             if self.nbig == len(self._big):
                 self._big.append(bytearray(1300))
             b = self._big[self.nbig]
