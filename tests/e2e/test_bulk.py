@@ -79,7 +79,9 @@ def test_runs_save_answers_and_requests(boards):
 
 
 @pytest.mark.nodes(1)
-def test_loss_both_ways_loses_nothing(boards):
+@pytest.mark.parametrize("runs_in_flight", [1, 2])
+def test_loss_both_ways_loses_nothing(boards, monkeypatch, runs_in_flight):
+    monkeypatch.setattr(bulk, "RUNS_IN_FLIGHT", runs_in_flight)
     b = boards[0]
     data = os.urandom(30 * 1024 + 77)
     si = os.urandom(16)
