@@ -5,6 +5,7 @@ import asyncio
 from micropython import const
 
 _WDT_MS = const(10000)
+_FEED_MS = const(1000)
 _MIN_NOTE_MS = const(100)  # at most ten notification rounds a second
 
 
@@ -22,18 +23,29 @@ def _platform():
 
 
 async def _feeder(plat, srv, period, changed):
-    # Feed the watchdog, and notify observers of /i every period or soon
-    # after a change (one notifier, whatever the rate of changes).
+    # Feed the watchdog every _FEED_MS while the loop turns (a task that
+    # never returns, or anything else that blocks the loop, stops it), unload
+    # the task machinery once idle, and notify observers of /i every period
+    # or soon after a change (one notifier, whatever the rate of changes).
     from ohproto import const as P
 
     ms = int(period * 1000)
+    now, diff = plat.ticks
+    t0 = now()
     while True:
         plat.wdt_feed()
+        if P.PATH_CODE in srv.res or P.PATH_TASKS in srv.res:
+            from ohnode.lazy import retire
+
+            retire(srv, plat.ticks)
+        left = ms - diff(now(), t0)
         try:
-            await asyncio.wait_for_ms(changed.wait(), ms)
+            await asyncio.wait_for_ms(changed.wait(), _FEED_MS if left > _FEED_MS else max(left, 0))
         except asyncio.TimeoutError:
-            pass
+            if diff(now(), t0) < ms:
+                continue
         changed.clear()
+        t0 = now()
         if srv.obs:
             srv.notify(P.PATH_STATUS)
             await asyncio.sleep_ms(_MIN_NOTE_MS)
@@ -63,6 +75,7 @@ async def _run(plat, cfg, root):
     from ohproto import cbor  # noqa: settle the heap before serving
     import gc
 
+    lost = plat.wdt_lost()  # a task the watchdog cut before this boot
     plat.wdt_start(_WDT_MS)
     ip = await plat.net_up(cfg)
     port = cfg.get("port", P.DEFAULT_PORT)
@@ -82,6 +95,23 @@ async def _run(plat, cfg, root):
     st = Status(srv, cfg, sh, plat.ticks)
     srv.res[P.PATH_SHARES] = sh
     srv.res[P.PATH_STATUS] = st
+    if lost is not None:
+        st.lost = lost
+
+    def more(key):
+        # Server.more: /c and /t made on first use; None: unload them unless
+        # busy (ohnode.lazy also does once they are idle)
+        res = srv.res
+        if key is None:
+            if P.PATH_CODE not in res and P.PATH_TASKS not in res:
+                return None
+        elif key != P.PATH_CODE and key != P.PATH_TASKS:
+            return None
+        from ohnode.lazy import make
+
+        return make(key, srv, plat, root, cfg, st, _WDT_MS)
+
+    srv.more = more
     ep = Epoch(plat.ticks)
     sh.lease = Leases(sh, cfg, ep)
 

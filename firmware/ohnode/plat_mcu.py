@@ -4,6 +4,8 @@
 import time
 
 _wdt = None
+_RUN = "/t.run"  # id of the task running; a reset leaves it (wdt_lost)
+_run = False
 
 
 def config():
@@ -29,11 +31,46 @@ def uid():
     return machine.unique_id()
 
 
-def wdt_start(ms):
+def wdt_start(ms, task=None):
+    # Arm (or re-arm: esp32 reconfigures) for ms; task: id of the task about
+    # to run, written to flash until the next wdt_start.
     global _wdt
     import machine
 
-    _wdt = machine.WDT(timeout=ms)
+    try:
+        _wdt = machine.WDT(timeout=ms)
+    except OSError:  # a port that cannot re-arm keeps its first timeout
+        wdt_feed()
+    mark(task)
+
+
+def mark(task):
+    global _run
+    if task is not None:
+        with open(_RUN, "w") as f:
+            f.write(str(task))
+        _run = True
+    elif _run:
+        import os
+
+        _run = False
+        try:
+            os.remove(_RUN)
+        except OSError:
+            pass
+
+
+def wdt_lost():
+    # Id of the task that ran when the board last reset, or None (at boot).
+    import os
+
+    try:
+        with open(_RUN) as f:
+            t = int(f.read())
+    except (OSError, ValueError):
+        return None
+    os.remove(_RUN)
+    return t
 
 
 def wdt_feed():

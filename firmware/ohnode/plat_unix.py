@@ -2,12 +2,23 @@
 # configuration is a JSON file named on the command line, its flash is a
 # littlefs2 image file mounted at /flash, there is no radio to bring up, and
 # a watchdog reset is process exit status 3 (the supervisor restarts us).
+#
+# The watchdog is the board's host process (openheap.sim.vboard): it shares
+# a 16-byte page with us, whose address is in $OPENHEAP_WDT, and ends the
+# process with status 3 once the armed timeout passes without a feed:
+# bytes 0-3 the timeout in ms (uint32 little-endian; 0: not armed), byte 4
+# a feed counter, byte 8 whether a task runs, bytes 12-15 its id. The page
+# lives in a file of the board, so bytes 8-15 outlast a reset, like a real
+# board's RTC memory: the next boot learns which task the watchdog cut
+# (wdt_lost). Feeding is a store to memory: no system call, no rate limit.
+# Without $OPENHEAP_WDT (the firmware tests) there is no watchdog.
 import sys
 import time
 from micropython import const
 
 _RESET_EXIT = const(3)
 _ROOT = "/flash"
+_wdt = None  # the shared page (bytearray), False when there is none
 _IO = const(128)
 
 
@@ -67,12 +78,49 @@ def uid():
     return hashlib.sha256(sys.argv[-1]).digest()[:8]
 
 
-def wdt_start(ms):
-    pass
+def _page():
+    global _wdt
+    if _wdt is None:
+        import os
+
+        a = os.getenv("OPENHEAP_WDT")
+        _wdt = False
+        if a:
+            import uctypes
+
+            _wdt = uctypes.bytearray_at(int(a), 16)
+    return _wdt
+
+
+def wdt_start(ms, task=None):
+    # Arm (or re-arm) for ms; task: the id of the task about to run, which a
+    # reset before the next wdt_start leaves for wdt_lost().
+    w = _page()
+    if w:
+        import struct
+
+        struct.pack_into("<I", w, 12, task or 0)
+        w[8] = task is not None
+        struct.pack_into("<I", w, 0, ms)
+        w[4] = (w[4] + 1) & 0xFF
 
 
 def wdt_feed():
-    pass
+    w = _wdt
+    if w:
+        w[4] = (w[4] + 1) & 0xFF
+
+
+def wdt_lost():
+    # Id of the task that ran when the board last reset, or None (call it
+    # at boot, before wdt_start).
+    w = _page()
+    if w and w[8]:
+        import struct
+
+        w[8] = 0
+        return struct.unpack_from("<I", w, 12)[0]
+    return None
 
 
 def reset():

@@ -56,6 +56,9 @@ class Server:
         self.szx = cfg.get("szx", P.MAX_BLOCK_SZX)
         self.b2 = (0, self.szx)  # (num, szx) of the last Block2 answer
         self.res = {}
+        # more(key) -> resource made on first use, or None; more(None)
+        # unloads those that are idle, when the heap runs out
+        self.more = None
         self.client = None  # ohnode.client.Client, set by the node
         self._m = coap.Msg()
         self._rsp = Rsp()
@@ -99,6 +102,10 @@ class Server:
             return
         i = self._ddi
         self._ddi = (i + 1) % len(self._ddm)
+        for p in self._ddp:  # keep one address object per peer: a new one
+            if p == peer:  # per slot would pin small objects all over the heap
+                peer = p
+                break
         self._ddp[i] = peer
         self._ddm[i] = mid
         self._ddl[i] = n
@@ -118,6 +125,7 @@ class Server:
         sock = self.sock
         sock.setblocking(False)
         q = asyncio.core._io_queue
+        m = self._m
         oom = 0
         while True:
             yield q.queue_read(sock)
@@ -132,6 +140,8 @@ class Server:
                     oom += 1
                     if oom > _OOM_RESET:  # wedged: let the node reset
                         raise
+                    if self.more is not None:
+                        self.more(None)  # unload what is made on first use
                     gc.collect()
                     break
                 try:
@@ -139,6 +149,11 @@ class Server:
                 except Exception as e:  # a bug must not stop the node
                     self.errs += 1
                     print("openheap: error", repr(e))
+                # Let go of the datagram: the next one may need its heap (a
+                # 1 KB block is scarce on a fragmented 64 KiB heap).
+                data = None
+                m.pl = b""
+                del m.opts[:]
             # Sample heap use after the work, garbage included: the peak.
             f = gc.mem_free()
             if f < self.low:
@@ -262,7 +277,9 @@ class Server:
                 from ohnode import wkc
 
                 r = self.res[key] = wkc.WellKnown(self)
-            else:
+            elif self.more is not None:
+                r = self.more(key)
+            if r is None:
                 rsp.err(P.NOT_FOUND, "no such resource")
                 return
         try:
@@ -375,11 +392,13 @@ class Server:
                 self.obs.remove(o)
                 return
 
-    def notify(self, key):
+    def notify(self, key, r=None):
         # Send the current state of resource key to its observers: the body
-        # is built once; an observer with a confirmable notification still in
-        # flight gets nothing new (RFC 7641 4.5.2: newer state follows).
-        r = self.res.get(key)
+        # is built once (by r.notify(rsp), r the resource registered under
+        # key unless given); an observer with a confirmable notification still
+        # in flight gets nothing new (RFC 7641 4.5.2: newer state follows).
+        if r is None:
+            r = self.res.get(key)
         rsp = None
         for o in list(self.obs):
             if o[0] != key or o[5]:

@@ -376,6 +376,9 @@ class Shares:
             rsp.err(P.SERVICE_UNAVAILABLE, "share limit reached")
             return None
         need = size if size is not None else len(req.pl)
+        srv = self._srv
+        if P.PATH_TASKS in srv.res or P.PATH_CODE in srv.res:
+            srv.more(None)  # an idle task machinery gives its heap to the upload
         self._st = None
         if need > self.free():
             rsp.err(P.SERVICE_UNAVAILABLE, "no space")

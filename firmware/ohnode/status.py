@@ -6,6 +6,11 @@ VERSION = "0.1.0"
 
 
 class Status:
+    # Class defaults: the instance gets its own only once tasks ran or a task
+    # was lost (a node that never runs one keeps its dict as small as ever).
+    done = 0  # tasks run since boot (ohnode.tasks counts)
+    lost = None  # id of the task the watchdog cut before this boot (node.py)
+
     def __init__(self, srv, cfg, shares, ticks):
         self._srv = srv
         self._cfg = cfg
@@ -51,6 +56,13 @@ class Status:
         if r:
             m[P.ST_REGISTERED] = r.registered()
             m[P.ST_COORDINATOR] = r.addr
+        m[P.ST_TASKS_DONE] = self.done
+        if self.lost is not None:
+            m[P.ST_TASK_LOST] = self.lost
+        t = s.res.get(P.PATH_TASKS)  # while the task machinery is loaded
+        e = t.current() if t else None
+        if e:
+            m[P.ST_TASK_RUNNING] = e[0]
         return cbor.dumps(m)
 
     def handle(self, req, rsp, path):

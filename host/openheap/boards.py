@@ -59,7 +59,8 @@ class Board:
     block_szx: int  # default CoAP block SZX (6 = 1024 bytes)
     max_share: int  # largest share accepted, bytes
     max_shares: int  # number of shares kept at most
-    tasks: int  # concurrent tasks
+    tasks: int  # tasks accepted at once (they run one after another)
+    code_cache: int  # bytes of compiled task modules kept on flash
     firmware_url: str | None
     notes: str = ""
     path: Path | None = None
@@ -143,7 +144,7 @@ _RADIO_FIELDS = ("tx_ma", "rx_ma", "modem_sleep_ma", "light_sleep_ma", "deep_sle
 _FIELDS = {
     "name", "description", "chip", "port", "flash_offset", "flash_size", "fs_size",
     "fs_block_size", "heap_budget", "mpy_arch", "radio", "block_szx", "max_share",
-    "max_shares", "tasks", "firmware_url", "notes",
+    "max_shares", "tasks", "code_cache", "firmware_url", "notes",
 }
 
 
@@ -210,6 +211,7 @@ def load_board(path: Path) -> Board:
         max_share=_int(data, path, "max_share", minimum=1),
         max_shares=_int(data, path, "max_shares", minimum=1),
         tasks=_int(data, path, "tasks", minimum=1),
+        code_cache=_int(data, path, "code_cache", minimum=1024),
         firmware_url=_str(data, path, "firmware_url", nullable=True),
         notes=_str(data, path, "notes", default=""),
         path=path,

@@ -8,6 +8,11 @@ except ImportError:  # CPython
     def const(x):
         return x
 
+    # The host reads the compute grid's numbers here too. On a board they
+    # stay in ohproto.compute, which only the task machinery loads: every
+    # name in this module is a slot in its dict, resident on every board.
+    from ohproto.compute import *  # noqa: F401,F403
+
 PROTO_VERSION = const(1)
 
 # -- CoAP message types (RFC 7252 3)
@@ -149,3 +154,13 @@ ST_REGISTERED = const(15)  # bool; only when a coordinator is configured
 ST_COORDINATOR = const(16)  # "host:port" from the configuration; only then too
 ST_TIME = const(17)  # the node's time, epoch seconds; only once it knows it
 ST_EXPIRED = const(18)  # shares deleted by lease expiry since boot
+
+# -- compute grid (RESOURCES.md "Tasks and code"; numbers of the task
+# request, result and states: ohproto.compute)
+PATH_CODE = "c"  # /c: the code cache; /c/<sha256 hex>: one compiled module
+PATH_TASKS = "t"  # /t: submit a task; /t/<id>: its result (observable)
+
+# more status map keys (optional in schema "status")
+ST_TASKS_DONE = const(19)  # tasks run since boot
+ST_TASK_LOST = const(20)  # id of the task running when the board last reset; only then
+ST_TASK_RUNNING = const(21)  # id of the task accepted and not finished yet; only then

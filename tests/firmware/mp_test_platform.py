@@ -148,6 +148,29 @@ def test_mcu_watchdog_identity_reset():
     mptest.eq(plat_esp32.mount({}), "", "littlefs root is / on a real board")
 
 
+def test_mcu_task_id_outlasts_a_reset():
+    # The id of a running task is on flash (/t.run) until the watchdog is
+    # re-armed for idle: a reset in between leaves it for wdt_lost() at boot.
+    import os
+    from ohnode import plat_mcu, plat_esp32, plat_rp2
+
+    plat_mcu._RUN = "%s/ohmp-%s.run" % (os.getenv("TMPDIR") or "/tmp", os.urandom(4).hex())
+    try:
+        plat_esp32.wdt_start(12000, 42)
+        mptest.eq(MACHINE.wdt.timeout, 12000, "armed for the task")
+        mptest.eq(plat_esp32.wdt_lost(), 42, "a reset now: task 42 was lost")
+        mptest.eq(plat_esp32.wdt_lost(), None, "told once")
+        plat_rp2.wdt_start(30000, 7)
+        mptest.eq(MACHINE.wdt.timeout, 8300, "rp2: capped, the task is cut at 8.3 s")
+        plat_rp2.wdt_start(10000)
+        mptest.eq(plat_rp2.wdt_lost(), None, "finished: nothing lost")
+    finally:
+        try:
+            os.remove(plat_mcu._RUN)
+        except OSError:
+            pass
+
+
 def test_node_picks_platform_by_port():
     from ohnode import node
 

@@ -15,6 +15,7 @@
 #   mount, fresh, power_cut, cleanup   filesystems for the tests
 #   Node      Server + Client + Shares + Status on a mounted filesystem, fed
 #             with Server.datagram() (no UDP); ask() sends one request
+#             (mptask.wire() adds the code cache and tasks)
 #   upload, download   Block1 PUT / Block2 GET loops like a CoAP client's
 #   run       mptest.run with a gc.collect() before each test, then cleanup
 #
@@ -262,9 +263,11 @@ class Node:
     def boot(self, root):
         # New resources on root, as after a reset of the board.
         tk = self.clock.ticks()
+        res = self.srv.res
+        res.clear()
         self.sh = shares.Shares(self.srv, root, self.cfg, tk)
-        self.srv.res[P.PATH_SHARES] = self.sh
-        self.srv.res[P.PATH_STATUS] = status.Status(self.srv, self.cfg, self.sh, tk)
+        res[P.PATH_SHARES] = self.sh
+        res[P.PATH_STATUS] = status.Status(self.srv, self.cfg, self.sh, tk)
 
     def feed(self, data, peer=PEER):
         # One datagram in; what the node sent: [(bytes, peer)].

@@ -32,7 +32,9 @@ def _romfs():
     """ROMFS image: the firmware bundle plus the compiled test scripts.
 
     Test scripts are precompiled too: compiling a few hundred lines of test
-    source inside a 64 KiB heap would fail for want of compiler RAM.
+    source inside a 64 KiB heap would fail for want of compiler RAM. The
+    task modules of ``taskmods/`` go to ``/rom/taskmods/<name>.mpy``, where
+    the task tests read the bytes they PUT into a node's code cache.
     """
     from openheap.firmware import _mpy_cross, build_bundle
     from openheap.sim.vboard import build_romfs
@@ -42,8 +44,11 @@ def _romfs():
     atexit.register(shutil.rmtree, out, True)
     tree = out / "tree"
     shutil.copytree(bundle, tree)
-    for src in sorted(HERE.glob("mp*.py")):
-        proc = subprocess.run([_mpy_cross(), "-o", str(tree / (src.stem + ".mpy")), str(src)],
+    (tree / "taskmods").mkdir()
+    sources = [(src, tree / (src.stem + ".mpy")) for src in sorted(HERE.glob("mp*.py"))]
+    sources += [(src, tree / "taskmods" / (src.stem + ".mpy")) for src in sorted((HERE / "taskmods").glob("*.py"))]
+    for src, dst in sources:
+        proc = subprocess.run([_mpy_cross(), "-o", str(dst), str(src)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if proc.returncode:
             pytest.fail("mpy-cross %s:\n%s" % (src.name, proc.stdout), pytrace=False)

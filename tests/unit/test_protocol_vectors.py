@@ -30,7 +30,8 @@ from ohproto import cbor  # noqa: E402
 VECTORS_PATH = REPO / "protocols" / "vectors.json"
 CDDL_PATH = REPO / "protocols" / "openheap.cddl"
 VECTORS = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
-PAYLOAD_RULES = ("status", "share-list", "share-set", "registration", "registration-answer", "lease-info")
+PAYLOAD_RULES = ("status", "share-list", "share-set", "registration", "registration-answer", "lease-info",
+                 "task-request", "task-result", "code-list")
 
 # pycddl 0.6.4 (cddl-rs) mis-validates arrays whose items are arrays: it
 # rejects an empty ``[* share-entry]`` (and checks only the first item).
@@ -120,6 +121,14 @@ def _status():
         ("share-list", {0: 1, 1: 2, 2: 1, 3: [[b"short", [[0, 1]]]], 4: 9}),
         ("share-list", {0: 1, 1: 2, 2: 1, 3: [], 4: 9, 5: 0}),
         ("share-list", {0: 1, 1: 2, 2: 1, 4: 9}),
+        ("task-request", {0: bytes(31), 1: "f", 3: 1}),  # code hash not 32 bytes
+        ("task-request", {0: bytes(32), 1: "f"}),  # no id
+        ("task-request", {0: bytes(32), 1: "f", 3: 2**32}),  # id beyond 32 bits
+        ("task-request", {0: bytes(32), 1: "f", 3: 1, 4: 0}),  # no time at all
+        ("task-request", {0: bytes(32), 1: "f", 3: 1, 7: [bytes(16), 0, 0, 1, bytes(16)]}),  # range without ctr
+        ("task-result", {0: 1, 1: 6}),  # no such state
+        ("task-result", {0: 1, 1: 3, 3: ["TypeError"]}),  # error without message
+        ("code-list", [bytes(31)]),
     ],
 )
 def test_schema_rejects(rule, value):

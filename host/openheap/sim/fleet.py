@@ -377,6 +377,8 @@ class Fleet:
                 "szx": bdef.block_szx,
                 "max_share": bdef.max_share,
                 "max_shares": bdef.max_shares,
+                "tasks": bdef.tasks,
+                "code_cache": bdef.code_cache,
                 "status_period": STATUS_PERIOD,
                 "dedup": DEDUP,
             }

@@ -14,6 +14,20 @@ the way a port's boot code does, then imports ``main``. Measured: the
 firmware's resident heap drops from about 45 KB (``.mpy`` files loaded into
 the heap) to about 26 KB on the 64-bit unix port.
 
+The board's hardware watchdog is played by a small process forked from this
+one before the interpreter starts (a thread cannot do it: ``run_main`` holds
+the GIL for as long as MicroPython runs). Both map the board's 16-byte
+watchdog page, the file ``wdt.mem`` next to the config, whose address the
+firmware finds in ``$OPENHEAP_WDT`` (see ``firmware/ohnode/plat_unix.py``):
+bytes 0-3 are the armed timeout in ms (0: not armed) and byte 4 a feed
+counter; byte 8 and bytes 12-15 say whether and which task runs, and outlast
+a reset like a real board's RTC memory.
+When the counter stands still for longer than the timeout, the watchdog
+process sends SIGQUIT to the board, whose handler is libc's ``_exit`` (set
+with ctypes: async-signal-safe, called with the signal number): the board
+ends with exit status 3, a watchdog reset, and its supervisor starts it
+again.
+
 Usage: ``python -m openheap.sim.vboard [-X heapsize=BYTES] CONFIG.json`` where the config has the
 keys in docs/ARCHITECTURE.md plus ``romfs`` (image path) and ``heap``.
 """
@@ -24,11 +38,21 @@ import contextlib
 import ctypes
 import io
 import json
+import mmap
 import os
+import signal
+import struct
 import sys
+import time
 from pathlib import Path
 
 ROMFS_ENV = "OPENHEAP_ROMFS"
+WDT_ENV = "OPENHEAP_WDT"
+WDT_FILE = "wdt.mem"
+WDT_PAGE = 16  # timeout ms (uint32 LE), feed counter (byte 4), task runs (byte 8), task id (12-15)
+WDT_POLL = 0.05  # seconds between looks at the page
+WDT_STALL = 1.0  # a look this late means this host stalled: restart the count
+RESET_STATUS = 3  # exit status of a watchdog reset (openheap.sim.supervisor)
 
 # Runs inside MicroPython: the port's boot code, as on a board with ROMFS.
 MOUNT = (
@@ -80,16 +104,89 @@ def run_micropython(romfs: str | os.PathLike, heap: int, code: str, args: list[s
     return int(status or 0)
 
 
+def _exit_on_sigquit() -> None:
+    """Make SIGQUIT end this process at once with exit status 3.
+
+    The handler is libc's ``_exit`` itself: the kernel calls it with the
+    signal number, which is 3 for SIGQUIT. A Python handler would never run
+    while MicroPython holds the interpreter.
+    """
+    if signal.SIGQUIT != RESET_STATUS:
+        raise RuntimeError("SIGQUIT is not signal 3 here: no virtual watchdog")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal.argtypes = (ctypes.c_int, ctypes.c_void_p)
+    libc.signal(signal.SIGQUIT, ctypes.cast(libc._exit, ctypes.c_void_p))
+
+
+def _watch(page: mmap.mmap, board: int) -> None:
+    """The watchdog process: SIGQUIT to ``board`` once it stops feeding."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: go with the board
+    except (OSError, AttributeError):
+        pass
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)  # the board's stdout pipe must close when the board ends
+    last = None
+    fed = before = time.monotonic()
+    while os.getppid() == board:
+        time.sleep(WDT_POLL)
+        now = time.monotonic()
+        if now - before > WDT_STALL:
+            fed = now  # this host stalled (suspend, overload): not the board's fault
+        before = now
+        ms, n = struct.unpack_from("<IB", page, 0)
+        if not ms or n != last:
+            last, fed = n, now
+        elif (now - fed) * 1000 >= ms:
+            os.write(2, b"openheap vboard: watchdog reset (not fed for %d ms)\n" % ((now - fed) * 1000))
+            os.kill(board, signal.SIGQUIT)
+            return
+
+
+def start_watchdog(page_path: str | os.PathLike) -> mmap.mmap:
+    """Map the board's watchdog page, disarmed, and fork the watchdog process.
+
+    Sets ``$OPENHEAP_WDT`` to the page's address for the firmware. The page's
+    task words (2, 3) keep what the board wrote before its last reset.
+    Returns the mapping (keep it alive while the board runs).
+    """
+    fd = os.open(page_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size < WDT_PAGE:
+            os.ftruncate(fd, WDT_PAGE)
+        page = mmap.mmap(fd, WDT_PAGE)
+    finally:
+        os.close(fd)
+    struct.pack_into("<IB", page, 0, 0, 0)  # not armed until the firmware says so
+    os.environ[WDT_ENV] = str(ctypes.addressof(ctypes.c_char.from_buffer(page)))
+    _exit_on_sigquit()
+    board = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() == 0:
+        try:
+            _watch(page, board)
+        finally:
+            os._exit(0)
+    return page
+
+
 def run(config_path: str, heap: int | None = None) -> int:
     """Start the board described by ``config_path``; returns its exit status.
 
-    ``heap`` (bytes) overrides the config's ``heap`` key.
+    ``heap`` (bytes) overrides the config's ``heap`` key. The board gets a
+    watchdog (see the module's description) with its page next to the config.
     """
     with open(config_path) as f:
         cfg = json.load(f)
     if heap is None:
         heap = int(cfg.get("heap", 65536))
-    return run_micropython(cfg["romfs"], heap, "import main\n", [config_path])
+    page = start_watchdog(Path(config_path).resolve().parent / WDT_FILE)
+    status = run_micropython(cfg["romfs"], heap, "import main\n", [config_path])
+    page.close()
+    return status
 
 
 def run_script(romfs: str | os.PathLike, heap: int, script: str | os.PathLike) -> int:
