@@ -1,0 +1,352 @@
+"""Running many tasks over many boards: the asyncio scheduler.
+
+Each board gets as many worker coroutines as its definition's ``tasks``
+(one, usually). An idle worker *pulls* the next task that fits its board, so
+a faster board simply takes more tasks; what fits:
+
+* a board the task has not tried yet (a retry goes to ANOTHER board while
+  there is one; with replicas, each board votes at most once);
+* a board whose heap is not known to be too small (4.13 marks it unfit);
+* for a task over a stored range (``--over``): a board that holds the share,
+  or, when no such board is left, any board with the data shipped instead.
+
+Failures of the grid, not of the function (no answer in time, the board
+unreachable, a board reset by its watchdog, a task the board reports lost),
+send the task to another board, up to ``retries`` times; the board is then
+left alone and probed (``GET /i``) until it answers again (a board restarted
+by its watchdog rejoins and says which task it lost). Once the queue has
+drained, a task running for much longer than its kind usually takes gets
+one speculative duplicate on an idle board (it uses up one retry): whichever
+answers first wins. With ``replicas`` R, a result is accepted when R boards
+returned the same value (CBOR-equal); a disagreement gets a further run on a
+new board and is reported. What the function itself raised is a result like
+any value (it is not retried), except a MemoryError: a board's free heap
+varies, so another board tries while retries are left.
+
+Results can be served from a :class:`~openheap.compute.cache.ResultCache`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import time
+
+from ohproto import const as P
+from openheap.compute import wire as W
+from openheap.compute.client import is_refusal
+from openheap.compute.errors import BoardBusy, HeapTooSmall, NoBoards
+from openheap.compute.health import Health
+from openheap.compute.outcomes import Outcomes
+from openheap.compute.report import Summary
+from openheap.compute.task import Attempt, Board, Task
+from openheap.errors import CoapError, NodeUnreachable, format_code
+
+__all__ = ["Task", "Board", "Attempt", "Scheduler", "MARGIN", "LONG_TASK"]
+
+MARGIN = 2.0  # seconds the host waits beyond a task's time limit (the board's watchdog margin)
+LONG_TASK = 1.0  # tasks usually longer than this (s) are submitted without TK_WAIT and followed
+SPEC_FACTOR = 4.0  # a task running this many times its kind's usual time gets a duplicate...
+SPEC_MIN = 0.5  # ... and at least this many seconds
+START_PROBE = 1.0  # seconds a board has to answer GET /i when a job starts
+
+
+class Scheduler(Outcomes, Health):
+    """Run :class:`Task` objects over ``boards`` (a list of :class:`Board`).
+
+    Use inside a running loop: ``await s.start()``, ``fut = s.submit(task)``
+    (an asyncio future of ``("ok", value)`` / ``("error", (type, msg))`` or a
+    :class:`TaskFailed`), ``await s.close()``. ``summary`` has the figures.
+    """
+
+    def __init__(self, boards: list[Board], *, retries: int = 2, replicas: int = 1, cache=None,
+                 speculate: bool = True, on_done=None):
+        if replicas < 1:
+            raise ValueError("replicas must be at least 1")
+        self.boards = {b.name: b for b in boards}
+        self.retries, self.replicas, self.cache = retries, replicas, cache
+        self.speculate, self.on_done = speculate, on_done
+        self.summary = Summary(boards=[b.name for b in boards])
+        self.summary.refresh = self._figures
+        self._pending: collections.deque[Task] = collections.deque()
+        self._troubled: set[Task] = set()
+        self._active: set[Task] = set()  # running attempts
+        self._waiters: list[asyncio.Future] = []
+        self._workers: list[asyncio.Task] = []
+        self._monitor: asyncio.Task | None = None
+        self._closing = False
+        self._next_id = random.randrange(1 << 8, 1 << 14)
+        self._ids: dict[int, object] = {}  # task id -> task index, for a board that lost it
+        self._usual: dict[tuple, float] = {}  # (code id, func) -> EWMA seconds of a run on a board
+        self._last_up = time.monotonic()
+        self._open = 0
+
+    # -- life cycle
+    async def start(self, probe: bool = True) -> None:
+        """Ask every board ``GET /i`` (those that do not answer start as
+        down and are probed until they do; NoBoards when none answers), then
+        start one worker per board slot and the monitor."""
+        if probe:
+            async def ask(b: Board) -> bool:
+                try:
+                    await b.client.status(timeout=START_PROBE)
+                    return True
+                except (CoapError, OSError):
+                    return False
+
+            up = await asyncio.gather(*(ask(b) for b in self.boards.values()))
+            if not any(up):
+                for b in self.boards.values():
+                    b.client.close()
+                raise NoBoards("none of the %d boards answered (%s); are they running?"
+                               % (len(up), ", ".join(self.boards)))
+            for b, ok in zip(list(self.boards.values()), up):
+                if not ok:
+                    self._board_down(b, "did not answer at the start")
+        self.summary.started = time.monotonic()
+        for b in self.boards.values():
+            for _ in range(b.client.slots):
+                self._workers.append(asyncio.ensure_future(self._worker(b)))
+        self._monitor = asyncio.ensure_future(self._watch())
+
+    async def close(self) -> None:
+        """Stop the workers (running attempts are abandoned) and close the channels."""
+        self._closing = True
+        for t in self._workers + [self._monitor] + [b.probing for b in self.boards.values()]:
+            if t is not None:
+                t.cancel()
+        await asyncio.gather(*[t for t in self._workers + [self._monitor] if t is not None], return_exceptions=True)
+        self._figures()
+        self.summary.refresh = None
+        self.summary.ended = time.monotonic()
+        for b in self.boards.values():
+            b.client.close()
+        if self.cache is not None:
+            self.cache.flush()
+
+    def _figures(self) -> None:
+        for b in self.boards.values():
+            c = b.client
+            self.summary.board_figures(b.name, c.counters, c.uploads, c.upload_bytes, b.done, b.errors, b.failed,
+                                       b.lost, b.busy_time, len(b.restarts))
+
+    def submit(self, task: Task) -> asyncio.Future:
+        """Queue ``task``; returns its future (resolved at once from the cache)."""
+        loop = asyncio.get_running_loop()
+        task.fut = loop.create_future()
+        self.summary.tasks += 1
+        if self.cache is not None:
+            hit = self.cache.get(task.code.code_id, task.func, task.args_cbor)
+            if hit is not None:
+                self.summary.cached += 1
+                self._resolve(task, hit, cached=True)
+                return task.fut
+        self._open += 1
+        self._enqueue(task)
+        return task.fut
+
+    async def join(self) -> None:
+        """Wait until every submitted task has its answer."""
+        while self._open:
+            await self._sleep(None)
+
+    # -- queue
+    def _enqueue(self, task: Task, front: bool = False) -> None:
+        if task.queued or task.done:
+            return
+        task.queued = True
+        (self._pending.appendleft if front else self._pending.append)(task)
+        self._poke()
+
+    def _poke(self) -> None:
+        """Wake every idle worker (and :meth:`join`): something changed."""
+        waiters, self._waiters = self._waiters, []
+        for f in waiters:
+            if not f.done():
+                f.set_result(None)
+
+    async def _sleep(self, timeout: float | None) -> None:
+        """Wait for :meth:`_poke` (or ``timeout`` seconds)."""
+        f = asyncio.get_running_loop().create_future()
+        self._waiters.append(f)
+        try:
+            await asyncio.wait_for(f, timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def _live_boards(self):
+        return [b for b in self.boards.values() if not b.down]
+
+    def _fits(self, b: Board, t: Task) -> bool:
+        if b.name in t.unfit:
+            return False
+        h = b.client.heap
+        return not (t.heap and h and h < t.heap)
+
+    def _eligible(self, b: Board, t: Task) -> bool:
+        if not self._fits(b, t) or b.name in t.running:
+            return False
+        if b.name in t.tried:
+            if self.replicas > 1 and any(b.name in v for v in t.votes.values()):
+                return False
+            # a retry may come back here only when no other board could take it
+            if any(o is not b and not o.down and o.name not in t.tried and self._fits(o, t)
+                   for o in self.boards.values()):
+                return False
+        if t.rng is not None and t.rng.where not in b.holds:
+            # the data goes to the board only when no board holding it is left to try
+            if any(t.rng.where in o.holds and not o.down and o.name not in t.tried and self._fits(o, t)
+                   for o in self.boards.values()):
+                return False
+        return True
+
+    def _pick(self, b: Board) -> tuple[Task, bool] | None:
+        q = self._pending
+        while q and (q[0].done or not q[0].wants(self.replicas)):
+            q.popleft().queued = False
+        for i, t in enumerate(q):
+            if i > 256:
+                break
+            if t.done or not t.wants(self.replicas) or not self._eligible(b, t):
+                continue
+            if len(t.running) + 1 + t.best_votes() >= self.replicas:
+                del q[i]  # this attempt satisfies it for now
+                t.queued = False
+            return t, False
+        if self.speculate and not q:
+            return self._straggler(b)
+        return None
+
+    def _straggler(self, b: Board) -> tuple[Task, bool] | None:
+        now = time.monotonic()
+        best = None
+        for t in self._active:
+            if t.done or t.spec or len(t.failures) + t.spec >= self.retries or b.name in t.tried:
+                continue
+            if not self._fits(b, t) or (t.rng is not None and t.rng.where not in b.holds
+                                        and any(t.rng.where in o.holds and not o.down and o.name not in t.tried
+                                                for o in self.boards.values())):
+                continue
+            usual = self._usual.get((t.code.code_id, t.func))
+            if usual is None:
+                continue
+            oldest = min(a.started for a in t.running.values()) if t.running else now
+            if now - oldest > max(SPEC_FACTOR * usual, SPEC_MIN) and (best is None or oldest < best[1]):
+                best = (t, oldest)
+        return (best[0], True) if best else None
+
+    # -- workers
+    async def _worker(self, b: Board) -> None:
+        while not self._closing:
+            if b.down:
+                await b.up_event.wait()
+                continue
+            wait = b.busy_until - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            got = self._pick(b)
+            if got is None:
+                await self._sleep(0.25 if self._active else 5.0)
+                continue
+            await self._attempt(b, *got)
+
+    def _new_id(self, t: Task, b: Board) -> int:
+        self._next_id = self._next_id + 1 if self._next_id < W.TASK_ID_MAX else 1
+        self._ids[self._next_id] = t.index
+        return self._next_id
+
+    async def _attempt(self, b: Board, t: Task, spec: bool) -> None:
+        tid = self._new_id(t, b)
+        a = Attempt(b.name, tid, time.monotonic(), spec)
+        t.running[b.name] = a
+        t.tried.add(b.name)
+        self._active.add(t)
+        if spec:
+            t.spec += 1
+            self.summary.speculative += 1
+        kind = (t.code.code_id, t.func)
+        usual = self._usual.get(kind, 0.0)
+        long = usual > LONG_TASK
+        try:
+            arch = b.client.arch
+            args, rng = t.args, None
+            if t.rng is not None:
+                if t.rng.where in b.holds:
+                    rng = t.rng.wire()
+                else:
+                    args = [await t.rng.plaintext()] + t.args
+                    self.summary.shipped.add(t.index)
+            payload = W.encode_task(t.code.hash(arch), t.func, args, tid, time_ms=int(t.timeout * 1000),
+                                    heap=t.heap, wait=not long, rng=rng)
+            if len(payload) > W.TASK_PAYLOAD_MAX:
+                self._ended(t, a)
+                self._give_up(t, "cannot be sent: its request is %d bytes and a board takes at most %d in one "
+                                 "datagram; pass less data per task (or store the data and use --over)"
+                              % (len(payload), W.TASK_PAYLOAD_MAX))
+                return
+            limit = t.timeout + MARGIN
+            for again in (rng is not None, False):
+                res = await b.client.run(t.code.hash(arch), lambda: t.code.mpy(arch), payload, timeout=limit,
+                                         expect=min(usual * 1.5, t.timeout))
+                if res.state in (W.TS_QUEUED, W.TS_RUNNING):
+                    self.summary.followed += 1
+                    res = await b.client.follow(tid, limit, expect=min(usual, t.timeout))
+                if not (again and res.state == W.TS_FAILED and res.error and res.error[0] == "MemoryError"):
+                    break
+                # The data is on this board only (or on few): after a MemoryError the board has
+                # collected its garbage, so it tries once more before the bytes are shipped elsewhere.
+                self.summary.mem_again += 1
+                tid = a.task_id = self._new_id(t, b)
+                payload = W.encode_task(t.code.hash(arch), t.func, args, tid, time_ms=int(t.timeout * 1000),
+                                        heap=t.heap, wait=not long, rng=rng)
+        except BoardBusy as e:
+            self._abandon(t, a)
+            b.busy_until = time.monotonic() + (e.max_age if e.max_age else 0.05)
+            self.summary.busy += 1
+            return
+        except HeapTooSmall as e:
+            self._abandon(t, a)
+            t.unfit.add(b.name)
+            t.heap_notes[b.name] = e.diagnostic or "heap too small"
+            self._troubled.add(t)
+            return
+        except NodeUnreachable as e:
+            why = "no answer within %g s (the task's %g s limit plus %g s)" % (t.timeout + MARGIN, t.timeout, MARGIN) \
+                if not is_refusal(e) else "the board became unreachable (%s)" % (e.diagnostic or "down")
+            self._failed(b, t, a, why)
+            self._board_down(b)
+            return
+        except CoapError as e:
+            if e.code == P.REQUEST_ENTITY_TOO_LARGE:  # PUT /c: the module is larger than its code cache
+                t.unfit.add(b.name)
+            self._failed(b, t, a, "the board answered %s%s" % (
+                format_code(e.code) if e.code is not None else "nothing",
+                ": " + e.diagnostic if e.diagnostic else ""))
+            return
+        except (OSError, ValueError) as e:
+            self._failed(b, t, a, "%s: %s" % (type(e).__name__, e))
+            return
+        took = time.monotonic() - a.started
+        b.busy_time += took
+        if res.state == W.TS_DONE or res.state == W.TS_FAILED:
+            ms = res.ms if isinstance(res.ms, int) else took * 1000
+            self._usual[kind] = ms / 1000 if kind not in self._usual else 0.8 * self._usual[kind] + 0.2 * ms / 1000
+        if res.state == W.TS_DONE:
+            b.done += 1
+            self._vote(b, t, a, ("ok", res.value))
+        elif res.state == W.TS_FAILED:
+            err = res.error or ("Error", "the board gave no reason")
+            if err[0] == "MemoryError" and len(t.failures) < self.retries and self._untried(t):
+                # a board's free heap varies (fragmentation, its own work): another may have enough
+                self._failed(b, t, a, "MemoryError (%s)" % err[1])
+                return
+            b.errors += 1
+            self._vote(b, t, a, ("error", err))
+        elif res.state == W.TS_LOST:
+            b.lost += 1
+            err = res.error or ("Lost", "")
+            self._failed(b, t, a, "lost on the board (%s: %s)" % err)
+        else:
+            self._failed(b, t, a, "the board %s it" % W.STATE_NAMES.get(res.state, "did not finish"))
