@@ -35,7 +35,7 @@ class Status:
             P.ST_FIRMWARE: VERSION,
             P.ST_UPTIME: self._ticks[1](self._ticks[0](), self._t0) // 1000,
             P.ST_HEAP_FREE: heap_free,
-            P.ST_HEAP_TOTAL: heap_free + gc.mem_alloc(),
+            P.ST_HEAP_TOTAL: gc.mem_free() + gc.mem_alloc(),  # one instant: the map grows between
             P.ST_FS_FREE: free,
             P.ST_FS_TOTAL: total,
             P.ST_SHARES: self._shares.count,

@@ -1,5 +1,5 @@
 # Test doubles for the firmware tests tests/firmware/mp_test_*.py, which run
-# on MicroPython with the board heap (64 KiB) next to the whole firmware.
+# on MicroPython with the board heap (64 KiB) next to the whole firmware (the harness gives 96 KiB; see test_micropython_suite).
 # The harness compiles this module into the ROMFS with the scripts, so its
 # code costs no heap; what it allocates does: keep buffers few and fixed.
 #
