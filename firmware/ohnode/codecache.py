@@ -76,7 +76,7 @@ class CodeCache:
             return rsp.err(P.METHOD_NOT_ALLOWED, "PUT or DELETE")
         if not _exists(self.path(nm)):
             return rsp.err(P.NOT_FOUND, "not cached")
-        _rm(self.path(nm))
+        self._rm(nm)
         rsp.code = P.DELETED
         return rsp.code
 
@@ -121,8 +121,15 @@ class CodeCache:
             if total + need <= self.max:
                 return
             if nm != keep:
-                _rm(self.path(nm))
+                self._rm(nm)
                 total -= n
+
+    def _rm(self, nm):
+        # Module nm out of the cache, and out of the task machinery's hands.
+        _rm(self.path(nm))
+        t = self._srv.res.get(P.PATH_TASKS)
+        if t is not None:
+            t.revoke(nm)
 
     # -- uploads (RFC 7959 2.5: Block1, the rules of share uploads)
     def _cancel(self):

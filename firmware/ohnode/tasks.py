@@ -25,9 +25,10 @@ _MARGIN_MS = const(2000)  # watchdog beyond the task's time limit (loading, answ
 _TIME_MS = const(10000)  # time limit of a request without TK_TIME
 _TIME_MAX = const(86400000)
 _RESERVE = const(2048)  # heap a task may not count on: the node must still answer
-_CLEAN = const(8192)  # less free than this: collect before a task
 _MSG = const(80)  # characters of an error message kept
 _BUSY_S = const(1)  # Max-Age of a 5.03 busy: tasks run right after answering
+_BATCH_BYTES = const(1008)  # the results of a batch fit one datagram...
+_ROOM = const(544)  # ... so one more runs while this much is left (TASK_RESULT_MAX + 32)
 _RECENT = const(8)  # modules whose last use is remembered (the cache's eviction order)
 # entry fields: [id, state, result body, request, request digest]
 _ID = const(0)
@@ -56,7 +57,7 @@ class Tasks:
         self._st = st  # Status: .done (tasks run since boot), .lost
         self._wdt = wdt_ms  # the watchdog's timeout between tasks
         self._all = []  # entries, oldest first
-        self._mod = None  # (name, module): the last task module, kept loaded
+        self._mod = None  # (name, module, hash): the last task module, kept loaded
         self._imp = None  # builtins.__import__ outside tasks
         self._note = None  # the entry whose observers are being notified
         self.recent = []  # modules run lately, most recent last (the code cache's eviction order)
@@ -74,6 +75,12 @@ class Tasks:
         return None
 
     busy = current  # (ohnode.lazy: not unloaded while a task waits)
+
+    def revoke(self, nm):
+        # Module nm left the code cache (DELETE /c/<hex>, eviction): a task
+        # may no longer run the copy kept loaded.
+        if self._mod is not None and self._mod[0] == nm:
+            self._mod = None
 
     # -- resource
     def handle(self, req, rsp, path):
@@ -139,6 +146,7 @@ class Tasks:
         heap = q.get(C.TK_HEAP, 0)
         wait = q.get(C.TK_WAIT, False)
         rng = q.get(C.TK_RANGE)
+        more = q.get(C.TK_MORE)
         bad = None
         if not isinstance(code, bytes) or len(code) != P.HASH_LEN:
             bad = C.TK_CODE
@@ -160,6 +168,11 @@ class Tasks:
             and all(isinstance(b, bytes) and len(b) == 16 for b in (rng[0], rng[4], rng[5]))
         ):
             bad = C.TK_RANGE
+        elif more is not None and not (
+            wait is True and rng is None and isinstance(more, list) and 0 < len(more) <= C.BATCH_MAX
+            and tid + len(more) <= 0xFFFFFFFF and all(isinstance(a, list) for a in more)
+        ):
+            bad = C.TK_MORE
         if bad is not None:
             return rsp.err(P.BAD_REQUEST, "task request key %d missing or bad" % bad)
         dig = hashlib.sha256(req.pl).digest()[:8]
@@ -175,15 +188,19 @@ class Tasks:
                 # The same request again (a retransmission, a rerun):
                 # answered from what the board has, not run twice; and the
                 # task that got the board reset is not run again.
+                if more is not None:
+                    return self._batch_answer(rsp, self._kept(tid, 1 + len(more)))
                 return self._answer(rsp, old, wait)
             if old[_ST] < C.TS_DONE:
                 return self._answer(rsp, None, wait)
             self._forget(old, True)  # a new request under an old id
-        nm = binascii.hexlify(code).decode()
-        if not _exists("%s/c/%s.mpy" % (self._root, nm)):  # (also once DELETE /c/<hex> revoked it)
-            if self._mod and self._mod[0] == nm:
-                self._mod = None
-            return rsp.err(P.NOT_FOUND, "code not cached")
+        mod = self._mod
+        if mod is not None and mod[2] == code:  # the module kept loaded: it is
+            nm = mod[0]  # in the cache (the cache's DELETE and eviction drop it)
+        else:
+            nm = binascii.hexlify(code).decode()
+            if not _exists("%s/c/%s.mpy" % (self._root, nm)):
+                return rsp.err(P.NOT_FOUND, "code not cached")
         if n >= self._max:
             return self._answer(rsp, None, wait)
         need = heap
@@ -211,6 +228,8 @@ class Tasks:
             from ohnode.lazy import drop
 
             drop(self._srv, P.PATH_CODE)
+        if more is not None:
+            return self._batch(rsp, e, more)
         if wait:
             self._run(e)
         else:
@@ -218,6 +237,63 @@ class Tasks:
 
             asyncio.create_task(self._later())
         return self._answer(rsp, e, wait)
+
+    # -- batches (TK_MORE): tasks TK_ID, TK_ID + 1, ... of one function, run
+    # now, one after another, their results in one answer
+    def _batch(self, rsp, e, more):
+        tid, _, _, req, dig = e
+        out = [self._run(e)]
+        k = len(out[0])
+        for i in range(len(more)):
+            if k + _ROOM > _BATCH_BYTES:  # the next result might not fit: the host sends the rest again
+                break
+            t = tid + 1 + i
+            x = self._find(t)
+            if x is not None:
+                if x[_ST] == C.TS_LOST:  # the task that got the board reset: not run again
+                    out.append(x[_BODY])
+                    k += len(x[_BODY])
+                    continue
+                if x[_ST] < C.TS_DONE:
+                    break
+                self._forget(x, True)  # a new request under an old id
+            x = [t, C.TS_QUEUED, None, (req[0], req[1], more[i], req[3], None), dig]
+            more[i] = None
+            self._all.append(x)
+            b = self._run(x)
+            out.append(b)
+            k += len(b)
+        return self._batch_answer(rsp, out)
+
+    def _kept(self, tid, n):
+        # The finished results of tasks tid, tid + 1, ... still kept, up to
+        # the first one that is not (a batch asked again).
+        out = []
+        for t in range(tid, tid + n):
+            x = self._find(t)
+            if x is None or x[_ST] < C.TS_DONE:
+                break
+            out.append(x[_BODY])
+        return out
+
+    def _find(self, tid):
+        for x in self._all:
+            if x[_ID] == tid:
+                return x
+        return None
+
+    @staticmethod
+    def _batch_answer(rsp, bodies):
+        # 2.05 with the task-results array of the result maps in bodies.
+        n = len(bodies)
+        b = bytearray(b"\x98" if n > 23 else b"")
+        b.append(n if n > 23 else 0x80 | n)
+        for x in bodies:
+            b.extend(x)
+        rsp.code = P.CONTENT
+        rsp.add(P.OPT_CONTENT_FORMAT, P.CF_CBOR)
+        rsp.pl = b
+        return rsp.code
 
     def _answer(self, rsp, e, wait):
         # The answer to a POST: the result (wait), 2.01, or 5.03 busy (no e).
@@ -306,8 +382,6 @@ class Tasks:
         # importer in place for both and the watchdog armed for the time limit.
         nm, func, args, ms, rng = e[_REQ]
         self._state(e, C.TS_RUNNING, None)
-        if gc.mem_free() < _CLEAN:  # start on a collected heap when it is short
-            gc.collect()
         plat = self._plat
         t0 = plat.ticks[0]()
         r = self.recent  # the order the code cache evicts in
@@ -318,7 +392,6 @@ class Tasks:
                 r.pop(0)
             r.append(nm)
         vb = err = None
-        d = self._root + "/c"
         imp = self._imp = builtins.__import__
         try:
             # The id is remembered across a reset: a task that never returns
@@ -336,16 +409,18 @@ class Tasks:
                 ctr.xor(rng[4], rng[5], buf)
                 args = [bytes(buf)] + args
                 buf = None
-            sys.path.append(d)
             builtins.__import__ = self._import
             try:
                 mod = self._mod
                 if mod is None or mod[0] != nm:
-                    self._mod = None
+                    mod = self._mod = None
+                    d = self._root + "/c"
+                    sys.path.append(d)  # (while the module and its imports load)
                     n = len(sys.modules)
                     try:
-                        mod = (nm, imp(nm))
+                        mod = (nm, imp(nm), binascii.unhexlify(nm))
                     finally:
+                        sys.path.remove(d)
                         if len(sys.modules) != n:
                             for k in list(sys.modules):
                                 if len(k) == 64 and not k.strip("0123456789abcdef"):
@@ -354,7 +429,6 @@ class Tasks:
                 v = getattr(mod[1], func)(*args)
             finally:
                 builtins.__import__ = imp
-                sys.path.remove(d)
             if self._lie:
                 v = v + 1 if isinstance(v, int) and not isinstance(v, bool) else "lie"
             # (a long string is too large without a copy to find out)
@@ -379,16 +453,23 @@ class Tasks:
         self._st.done += 1
         dt = plat.ticks[1](plat.ticks[0](), t0)
         st = C.TS_DONE if err is None else C.TS_FAILED
-        self._state(e, st, self._result(e[_ID], st, vb, err, dt))
+        b = self._result(e[_ID], st, vb, err, dt)
+        self._state(e, st, b)
+        return b
 
     def _import(self, nm, g=None, l=None, fr=None, lv=0):
         # builtins.__import__ while a task runs: the allowed modules, and
         # modules of the code cache (a task's module may import another).
         if not lv:
-            if (nm[1:] if nm[:1] == "u" else nm) in _ALLOWED or (
-                len(nm) == 64 and not nm.strip("0123456789abcdef") and _exists("%s/c/%s.mpy" % (self._root, nm))
-            ):
+            if (nm[1:] if nm[:1] == "u" else nm) in _ALLOWED:
                 return self._imp(nm, g, l, fr, lv)
+            d = self._root + "/c"
+            if len(nm) == 64 and not nm.strip("0123456789abcdef") and _exists("%s/%s.mpy" % (d, nm)):
+                sys.path.append(d)  # (the code cache is on the path only now)
+                try:
+                    return self._imp(nm, g, l, fr, lv)
+                finally:
+                    sys.path.remove(d)
             if nm == "micropython":
                 # const() alone, for code compiled from `from micropython
                 # import const` (the import stays): ohproto.compute has it,

@@ -200,12 +200,22 @@ def decode_from(buf, pos, depth=0):
             raise ValueError("truncated")
         i = 0
         while (not _brk(buf, pos)) if v is None else i < v:
-            x, pos = decode_from(buf, pos, depth + 1)
+            # One-byte items (uints below 24: every openheap map key) are
+            # read here: a call per item is the decoder's main cost.
+            if pos < n and buf[pos] < 24 and depth < _MAXDEPTH:
+                x = buf[pos]
+                pos += 1
+            else:
+                x, pos = decode_from(buf, pos, depth + 1)
             if mt == 4:
                 out.append(x)
             else:
                 k = x
-                x, pos = decode_from(buf, pos, depth + 1)
+                if pos < n and buf[pos] < 24 and depth < _MAXDEPTH:
+                    x = buf[pos]
+                    pos += 1
+                else:
+                    x, pos = decode_from(buf, pos, depth + 1)
                 try:
                     dup = k in out
                     out[k] = x

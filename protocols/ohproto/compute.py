@@ -19,6 +19,7 @@ TK_TIME = const(4)  # uint: time limit, ms (the watchdog is armed for it plus a 
 TK_HEAP = const(5)  # uint: heap the task may need, bytes
 TK_WAIT = const(6)  # bool: true = run now, answer 2.05 with the result
 TK_RANGE = const(7)  # [si, shnum, offset, length, key, ctr]: AES-128-CTR plaintext of a share range as first argument
+TK_MORE = const(8)  # array of argument arrays: tasks TK_ID + 1, TK_ID + 2, ... of the same function (a batch)
 
 # task result map keys (schema "task-result"), GET /t/<id> and POST /t answers
 TR_ID = const(0)
@@ -35,4 +36,5 @@ TS_FAILED = const(3)
 TS_LOST = const(4)
 TS_CANCELLED = const(5)
 
+BATCH_MAX = const(32)  # entries of TK_MORE at most
 TASK_RESULT_MAX = const(512)  # bytes of CBOR result value at most; larger: TS_FAILED ResultTooLarge

@@ -31,9 +31,14 @@ def node(cfg=None):
 
 
 class Ran:
-    # Stands in for ohnode.tasks at /t: the modules tasks ran lately.
+    # Stands in for ohnode.tasks at /t: the modules tasks ran lately, and
+    # those the cache told it to drop (revoke).
     def __init__(self, recent):
         self.recent = recent
+        self.revoked = []
+
+    def revoke(self, nm):
+        self.revoked.append(nm)
 
 
 def put(nd, data, h=None, szx=6):
@@ -124,9 +129,10 @@ def test_bound_and_lru_eviction():
     eq(put(nd, b).code, P.CREATED, "b")
     r = put(nd, a)
     eq((r.code, r.pl), (P.CREATED, b""), "a")
-    nd.srv.res[P.PATH_TASKS] = Ran([F.sha_hex(b)])  # a task ran b: a is the least recently used
+    ran = nd.srv.res[P.PATH_TASKS] = Ran([F.sha_hex(b)])  # a task ran b: a is the least recently used
     eq(put(nd, b2).code, P.CREATED, "b2 needs room")
     del nd.srv.res[P.PATH_TASKS]
+    eq(ran.revoked, [F.sha_hex(a)], "the task machinery drops its loaded copy of a")
     eq(listed(nd), sorted([F.sha_hex(b), F.sha_hex(b2)]), "a evicted, b (used) kept")
     total = sum(os.stat("/oht/c/" + n)[6] for n in files())
     check(total <= cap, "within the bound: %d > %d" % (total, cap))

@@ -80,4 +80,16 @@ def test_zz_lost_at_boot():
     eq(T.run(nd, CODE, "add", (1, 2), tid=78)[C.TR_VALUE], 3, "the module survived the reset")
 
 
+def test_deleted_code_is_not_run_from_ram():
+    # The module stays loaded between tasks; DELETE /c/<hex> (revoking the
+    # code) must take that copy away too.
+    eq(T.run(nd, CODE, "add", (2, 2), tid=81)[C.TR_VALUE], 4, "runs, and stays loaded")
+    hexname = "".join("%02x" % b for b in CODE)
+    eq(nd.ask(P.DELETE, "c/" + hexname).code, P.DELETED, "revoked")
+    r = T.post(nd, T.task(CODE, "add", (2, 3), tid=82))
+    eq((r.code, r.pl), (P.NOT_FOUND, b"code not cached"), "not run from RAM")
+    eq(T.module(nd, "tk_basic"), CODE, "put back for the other tests")
+    eq(T.run(nd, CODE, "add", (2, 3), tid=83)[C.TR_VALUE], 5, "runs again")
+
+
 F.run(globals())

@@ -31,7 +31,7 @@ VECTORS_PATH = REPO / "protocols" / "vectors.json"
 CDDL_PATH = REPO / "protocols" / "openheap.cddl"
 VECTORS = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
 PAYLOAD_RULES = ("status", "share-list", "share-set", "registration", "registration-answer", "lease-info",
-                 "task-request", "task-result", "code-list")
+                 "task-request", "task-result", "task-results", "code-list")
 
 # pycddl 0.6.4 (cddl-rs) mis-validates arrays whose items are arrays: it
 # rejects an empty ``[* share-entry]`` (and checks only the first item).

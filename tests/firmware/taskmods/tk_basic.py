@@ -16,3 +16,7 @@ def twice(x):
 
 def echo(data, *rest):
     return [data] + list(rest)
+
+
+def pad(n):
+    return "y" * n
