@@ -1,5 +1,6 @@
 # CoAP message codec (RFC 7252 section 3): parse a datagram into a reusable
 # Msg, and build a message into a caller-owned buffer.
+from array import array
 from micropython import const
 
 _VERSION = const(1)
@@ -12,31 +13,73 @@ class FormatError(ValueError):
 
 
 class Msg:
-    # One parsed message. The server keeps one and refills it per datagram.
+    # One parsed message. The server keeps one and refills it per datagram:
+    # the options are positions in the datagram kept in arrays made once,
+    # so parsing allocates nothing per option (the GC is the main cost of a
+    # datagram on a small heap).
     def __init__(self):
         self.t = 0
         self.code = 0
         self.mid = 0
         self.tok = b""
-        self.opts = []  # [(number, memoryview)] in wire order
         self.pl = b""
         self.peer = None
+        self.buf = b""  # the datagram the options are in
+        self.n = 0  # options
+        self._num = array("I", bytes(4 * _MAX_OPTS))  # their numbers, offsets and lengths
+        self._at = array("H", bytes(2 * _MAX_OPTS))
+        self._ln = array("H", bytes(2 * _MAX_OPTS))
+
+    def clear(self):
+        # Let go of the datagram (its heap is the next one's).
+        self.n = 0
+        self.buf = self.pl = b""
+
+    @property
+    def opts(self):
+        # [(number, memoryview)] in wire order; made on each use (for the
+        # rare callers that want them all).
+        mv = memoryview(self.buf)
+        out = []
+        for i in range(self.n):
+            a = self._at[i]
+            out.append((self._num[i], mv[a : a + self._ln[i]]))
+        return out
+
+    def num(self, i):
+        # Number of the i-th option (wire order).
+        return self._num[i]
 
     def opt(self, num):
-        # First value of option num, or None.
-        for n, v in self.opts:
-            if n == num:
-                return v
+        # First value of option num (a memoryview), or None.
+        nums = self._num
+        for i in range(self.n):
+            if nums[i] == num:
+                a = self._at[i]
+                return memoryview(self.buf)[a : a + self._ln[i]]
         return None
 
     def opt_uint(self, num, default=None):
-        v = self.opt(num)
-        if v is None:
-            return default
-        return uint_of(v)
+        nums = self._num
+        for i in range(self.n):
+            if nums[i] == num:
+                b = self.buf
+                a = self._at[i]
+                x = 0
+                for j in range(a, a + self._ln[i]):
+                    x = (x << 8) | b[j]
+                return x
+        return default
 
     def opt_all(self, num):
-        return [bytes(v).decode() for n, v in self.opts if n == num]
+        # Every value of option num as text (UnicodeError when not UTF-8).
+        out = []
+        nums = self._num
+        for i in range(self.n):
+            if nums[i] == num:
+                a = self._at[i]
+                out.append(str(self.buf[a : a + self._ln[i]], "utf-8"))
+        return out
 
 
 def uint_of(v):
@@ -56,20 +99,6 @@ def uint_bytes(x):
     return x.to_bytes(n, "big")
 
 
-def _ext(buf, p, n, v):
-    if v < 13:
-        return v, p
-    if v == 13:
-        if p >= n:
-            raise FormatError("option ext")
-        return buf[p] + 13, p + 1
-    if v == 14:
-        if p + 1 >= n:
-            raise FormatError("option ext")
-        return ((buf[p] << 8) | buf[p + 1]) + 269, p + 2
-    raise FormatError("option nibble 15")
-
-
 def header(buf):
     # (type, code, mid) when the 4-byte header is sound, else None.
     if len(buf) < 4 or buf[0] >> 6 != _VERSION:
@@ -80,14 +109,19 @@ def header(buf):
 def parse(buf, m):
     # Fill m from buf (bytes). Raises FormatError on a message format error.
     n = len(buf)
-    h = header(buf)
-    if h is None:
+    if n < 4 or buf[0] >> 6 != _VERSION:
         raise FormatError("header")
-    m.t, m.code, m.mid = h
-    tkl = buf[0] & 15
+    b = buf[0]
+    m.t = (b >> 4) & 3
+    c = m.code = buf[1]
+    m.mid = (buf[2] << 8) | buf[3]
+    m.n = 0
+    m.buf = buf
+    m.pl = b""
+    tkl = b & 15
     if tkl > 8:
         raise FormatError("token length")
-    c = m.code >> 5
+    c >>= 5
     if c == 1 or c == 6 or c == 7:
         raise FormatError("reserved class")
     p = 4 + tkl
@@ -95,28 +129,52 @@ def parse(buf, m):
         raise FormatError("token")
     if m.code == 0 and (tkl or n > 4):
         raise FormatError("empty message")
-    mv = memoryview(buf)
-    m.tok = bytes(mv[4:p])
-    opts = m.opts
-    del opts[:]
+    m.tok = bytes(buf[4:p]) if tkl else b""
+    nums = m._num
+    at = m._at
+    lns = m._ln
+    k = 0
     num = 0
-    m.pl = b""
     while p < n:
         b = buf[p]
         p += 1
         if b == _MARKER:
             if p == n:
                 raise FormatError("marker without payload")
-            m.pl = mv[p:]
+            m.pl = memoryview(buf)[p:]
             break
-        d, p = _ext(buf, p, n, b >> 4)
-        ln, p = _ext(buf, p, n, b & 15)
+        # the delta and length nibbles and their extensions (inline: a
+        # helper returning two values would allocate a tuple per option)
+        d = b >> 4
+        if d > 12:
+            if d == 13 and p < n:
+                d = buf[p] + 13
+                p += 1
+            elif d == 14 and p + 1 < n:
+                d = ((buf[p] << 8) | buf[p + 1]) + 269
+                p += 2
+            else:
+                raise FormatError("option ext" if d < 15 else "option nibble 15")
+        ln = b & 15
+        if ln > 12:
+            if ln == 13 and p < n:
+                ln = buf[p] + 13
+                p += 1
+            elif ln == 14 and p + 1 < n:
+                ln = ((buf[p] << 8) | buf[p + 1]) + 269
+                p += 2
+            else:
+                raise FormatError("option ext" if ln < 15 else "option nibble 15")
         num += d
         if p + ln > n:
             raise FormatError("option length")
-        if len(opts) == _MAX_OPTS:
+        if k == _MAX_OPTS:
             raise FormatError("too many options")
-        opts.append((num, mv[p : p + ln]))
+        nums[k] = num
+        at[k] = p
+        lns[k] = ln
+        k += 1
+        m.n = k
         p += ln
     return m
 
@@ -134,22 +192,26 @@ def sort_opts(opts):
     return opts
 
 
-def _nib(v):
+def _xl(v):
+    # Bytes of extension after an option nibble for v (0, 1 or 2).
+    return 0 if v < 13 else (1 if v < 269 else 2)
+
+
+def _nib(buf, p, v):
+    # Write the extension of v at p (its nibble is _nb(v)); the new position.
     if v < 13:
-        return v, 0
+        return p
     if v < 269:
-        return 13, 1
-    return 14, 2
-
-
-def _put_ext(buf, p, v, k):
-    if k == 1:
         buf[p] = v - 13
-    elif k == 2:
-        v -= 269
-        buf[p] = v >> 8
-        buf[p + 1] = v & 0xFF
-    return p + k
+        return p + 1
+    v -= 269
+    buf[p] = v >> 8
+    buf[p + 1] = v & 0xFF
+    return p + 2
+
+
+def _nb(v):
+    return v if v < 13 else (13 if v < 269 else 14)
 
 
 def build(buf, t, code, mid, tok, opts, pl):
@@ -160,7 +222,7 @@ def build(buf, t, code, mid, tok, opts, pl):
     room = len(buf) - 4 - tkl - (len(pl) + 1 if pl else 0)
     last = 0
     for num, v in opts:
-        room -= 1 + _nib(num - last)[1] + _nib(len(v))[1] + len(v)
+        room -= 1 + _xl(num - last) + _xl(len(v)) + len(v)
         last = num
     if room < 0 or tkl > 8:
         raise ValueError("message too large")
@@ -169,18 +231,16 @@ def build(buf, t, code, mid, tok, opts, pl):
     buf[2] = mid >> 8
     buf[3] = mid & 0xFF
     p = 4
-    buf[p : p + tkl] = tok
+    if tkl:
+        buf[p : p + tkl] = tok
     p += tkl
     last = 0
     for num, v in opts:
         d = num - last
         last = num
         ln = len(v)
-        dn, dk = _nib(d)
-        lnn, lk = _nib(ln)
-        buf[p] = (dn << 4) | lnn
-        p = _put_ext(buf, p + 1, d, dk)
-        p = _put_ext(buf, p, ln, lk)
+        buf[p] = (_nb(d) << 4) | _nb(ln)
+        p = _nib(buf, _nib(buf, p + 1, d), ln)
         buf[p : p + ln] = v
         p += ln
     if pl:

@@ -10,7 +10,7 @@ from ohproto import const as P
 
 _RXMAX = const(1280)  # largest datagram taken; a 1024-byte block fits
 _BUF = const(1024)
-_DRAIN = const(8)  # datagrams read per wake-up before yielding
+_DRAIN = const(16)  # datagrams read per wake-up before yielding (a burst is 16 blocks)
 _MAX_OBS = const(4)
 _CON_EVERY = const(8)  # every Nth notification is confirmable (RFC 7641 4.5)
 _DD_SLOT = const(96)  # bytes kept per cached response; larger ones are not
@@ -29,7 +29,7 @@ class Rsp:
 
     def reset(self):
         self.code = P.CONTENT
-        self.opts = []
+        self.opts = []  # (a new list: a resource may keep the old one)
         self.pl = None
         self.later = None  # coroutine: answer separately when it returns
         self.tail = None  # tail(server, req): more datagrams after the answer
@@ -152,8 +152,7 @@ class Server:
                 # Let go of the datagram: the next one may need its heap (a
                 # 1 KB block is scarce on a fragmented 64 KiB heap).
                 data = None
-                m.pl = b""
-                del m.opts[:]
+                m.clear()
             # Sample heap use after the work, garbage included: the peak.
             f = gc.mem_free()
             if f < self.low:
@@ -162,11 +161,12 @@ class Server:
     def datagram(self, data, peer):
         self.rx_m += 1
         self.rx_b += len(data)
-        h = coap.header(data)
-        if h is None:  # too short or wrong version: silently ignored (4.2)
-            self.errs += 1
+        if len(data) < 4 or data[0] >> 6 != 1:  # too short or wrong version:
+            self.errs += 1  # silently ignored (4.2)
             return
-        t, code, mid = h
+        t = (data[0] >> 4) & 3
+        code = data[1]
+        mid = (data[2] << 8) | data[3]
         m = self._m
         try:
             coap.parse(data, m)
@@ -253,7 +253,8 @@ class Server:
     def _check_options(self, m):
         # 0 fine, 1 unknown critical option (or repeated Block), 2 proxy.
         nb1 = nb2 = 0
-        for n, _ in m.opts:
+        for i in range(m.n):
+            n = m.num(i)
             if n == 35 or n == 39:
                 return 2
             if n == P.OPT_BLOCK1:

@@ -121,6 +121,7 @@ class Shares:
         self._reserve = 4 * cfg.get("block_size", 4096)
         self._ticks = ticks  # (ticks_ms, ticks_diff)
         self._up = [None] * _SLOTS
+        self._lp = ("", 0, "")  # the last share path: (si, shnum, path)
         self.changed = None  # callback when the set of shares changes
         self.lease = None  # ohnode.lease.Leases, set by the node
         self._st = None  # cached (free, total)
@@ -187,7 +188,10 @@ class Shares:
             if m == P.POST and lz:
                 return lz.renew(req, rsp, si)
             return rsp.err(P.METHOD_NOT_ALLOWED, "GET, POST or DELETE")
-        p = "%s/%s/%d" % (self.dir, si, num)
+        p = self._lp
+        if p[0] != si or p[1] != num:  # (the blocks of one share repeat it)
+            p = self._lp = (si, num, "%s/%s/%d" % (self.dir, si, num))
+        p = p[2]
         if m == P.GET:
             return self._get(req, rsp, p)
         if m == P.PUT:
@@ -409,8 +413,12 @@ class Shares:
             return rsp.err(P.BAD_REQUEST, "block size mismatch")
         off = num * bs
         now = self._ticks[0]()
-        self._expire(now)
         u = self._find(req.peer, p)
+        if u is not None and self._ticks[1](now, u.t) > _IDLE_MS:
+            self._drop(u)  # this one was abandoned
+            u = None
+        if u is None:  # (the others matter when one starts)
+            self._expire(now)
         if num == 0:
             if u is not None:  # a new transfer of the same share restarts
                 self._drop(u)
