@@ -7,15 +7,14 @@
 # once it has answered with no upload in progress (ohnode.lazy); ohnode.tasks
 # reads the files and records their use.
 import os
-import hashlib
 import binascii
 from micropython import const
-from ohnode import coap
-from ohnode.shares import _rm, _exists
+from ohnode import upload as U
+from ohnode.shares import _exists
 from ohproto import const as P
 
 _IDLE_MS = const(60000)  # an upload silent this long is abandoned
-_ENOSPC = const(28)
+_rm = U.rm
 
 
 class CodeCache:
@@ -25,12 +24,7 @@ class CodeCache:
         self.max = cfg.get("code_cache", 65536)
         self._ticks = ticks  # (ticks_ms, ticks_diff)
         self._tmp = self.dir + "/.up"
-        # The upload in progress (one at a time: modules are small): its
-        # file (None: no upload), peer, module name, hash, Size1, bytes
-        # taken, ticks_ms of its last block.
-        self._f = None
-        self._peer = self._nm = self._h = self._size = None
-        self._off = self._t = 0
+        self._u = None  # the upload in progress (one at a time: modules are small)
         self.t = ticks[0]()  # last request (ohnode.lazy unloads us when idle)
         try:
             os.mkdir(self.dir)
@@ -40,9 +34,9 @@ class CodeCache:
 
     def busy(self):
         # An upload in progress (one silent for _IDLE_MS is abandoned).
-        if self._f is not None and self._ticks[1](self._ticks[0](), self._t) > _IDLE_MS:
+        if self._u is not None and self._ticks[1](self._ticks[0](), self._u.t) > _IDLE_MS:
             self._cancel()
-        return self._f is not None
+        return self._u is not None
 
     def path(self, nm):
         return "%s/%s.mpy" % (self.dir, nm)
@@ -55,7 +49,7 @@ class CodeCache:
     def handle(self, req, rsp, path):
         self.t = self._ticks[0]()
         code = self._handle(req, rsp, path)
-        if self._f is None:  # no upload in progress: unload once answered
+        if self._u is None:  # no upload in progress: unload once answered
             from ohnode.lazy import gone
 
             rsp.tail = gone
@@ -133,27 +127,21 @@ class CodeCache:
 
     # -- uploads (RFC 7959 2.5: Block1, the rules of share uploads)
     def _cancel(self):
-        f = self._f
-        self._f = None
-        try:
-            f.close()
-        except OSError:
-            pass
-        _rm(self._tmp)
+        if self._u.f is not None:
+            self._u.drop()
+        self._u = None
 
     def _put(self, req, rsp, nm):
-        b1 = req.opt(P.OPT_BLOCK1)
-        num, more, szx = (0, 0, P.MAX_BLOCK_SZX) if b1 is None else coap.block_of(b1)
-        pl = req.pl
-        ln = len(pl)
-        bs = 1 << (szx + 4)
-        if more and ln != bs:
-            return rsp.err(P.BAD_REQUEST, "block size mismatch")
-        off = num * bs
+        b = U.block(req, rsp)
+        if b is None:
+            return rsp.code
+        b1, num, more, szx = b
+        ln = len(req.pl)
         now = self._ticks[0]()
-        up = self._f is not None and self._peer == req.peer and self._nm == nm
-        if self._f is not None and not up:
-            if self._ticks[1](now, self._t) <= _IDLE_MS:
+        u = self._u
+        up = u is not None and u.peer == req.peer and u.key == nm
+        if u is not None and not up:
+            if self._ticks[1](now, u.t) <= _IDLE_MS:
                 if num == 0:
                     rsp.err(P.SERVICE_UNAVAILABLE, "another upload in progress")
                     rsp.add(P.OPT_MAX_AGE, 5)
@@ -167,55 +155,33 @@ class CodeCache:
             if (size is not None and size > self.max) or ln > self.max:
                 return self._too_large(rsp)
             self._evict(size or ln, nm)
-            self._f = open(self._tmp, "wb")
-            self._peer = req.peer
-            self._nm = nm
-            self._h = hashlib.sha256()
-            self._size = size
-            self._off = 0
+            u = self._u = U.Upload(req.peer, nm, self._tmp, size, now)
         elif not up:
             return rsp.err(P.REQUEST_ENTITY_INCOMPLETE, "no upload in progress")
-        elif off + ln <= self._off and more:  # a block sent again: taken already
-            return self._ack(rsp, b1, num, more, szx)
-        elif off != self._off:
-            rsp.err(P.REQUEST_ENTITY_INCOMPLETE, "block out of sequence")
-            rsp.add(P.OPT_BLOCK1, coap.block_val(self._off >> (szx + 4), 1, szx))
-            return rsp.code
-        if self._off + ln > self.max:
-            self._cancel()
-            return self._too_large(rsp)
-        if self._size is not None and self._off + ln > self._size:
-            self._cancel()
-            return rsp.err(P.BAD_REQUEST, "more data than Size1")
-        try:
-            self._f.write(pl)
-        except OSError as e:
-            self._cancel()
-            if e.errno == _ENOSPC:
-                return rsp.err(P.SERVICE_UNAVAILABLE, "no space")
-            raise
-        self._h.update(pl)
-        self._off += ln
-        self._t = now
+        code = U.take(u, self._srv, rsp, b1, num, more, szx, req.pl, self.max,
+                      "code cache holds %d bytes" % self.max, now)
+        if code is not None:
+            if u.f is None:
+                self._u = None
+            return code
         if more:
-            return self._ack(rsp, b1, num, more, szx)
+            return U.ack(self._srv, rsp, b1, num, more, szx)
         # The last block: length, hash, room, then the rename into place.
-        self._f.close()
-        if self._size is not None and self._size != self._off:
-            self._cancel()
-            return rsp.err(P.BAD_REQUEST, "length mismatch")
-        if binascii.hexlify(self._h.digest()).decode() != nm:
+        if U.finish(u, rsp) is not None:
+            self._u = None
+            return rsp.code
+        if binascii.hexlify(u.h.digest()).decode() != nm:
             self._cancel()
             return rsp.err(P.BAD_REQUEST, "hash mismatch")
-        self._f = self._h = None
-        self._evict(self._off, nm)
+        self._u = None
+        self._evict(u.off, nm)
         old = _exists(self.path(nm))
         try:
             os.rename(self._tmp, self.path(nm))  # atomic (littlefs)
         except OSError:
             _rm(self._tmp)
             return rsp.err(P.SERVICE_UNAVAILABLE, "no space")
-        self._ack(rsp, b1, num, 0, szx)
+        U.ack(self._srv, rsp, b1, num, 0, szx)
         if not old:
             rsp.code = P.CREATED
         return rsp.code
@@ -223,14 +189,4 @@ class CodeCache:
     def _too_large(self, rsp):
         rsp.err(P.REQUEST_ENTITY_TOO_LARGE, "code cache holds %d bytes" % self.max)
         rsp.add(P.OPT_SIZE1, self.max)
-        return rsp.code
-
-    def _ack(self, rsp, b1, num, more, szx):
-        if more:
-            rsp.code = P.CONTINUE
-            rsp.add(P.OPT_BLOCK1, coap.block_val(num, 1, min(szx, self._srv.szx)))
-        else:
-            rsp.code = P.CHANGED
-            if b1 is not None:
-                rsp.add(P.OPT_BLOCK1, coap.block_val(num, 0, szx))
         return rsp.code

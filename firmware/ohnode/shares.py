@@ -5,17 +5,16 @@
 # check out, so a crash never leaves a partial share under a real name.
 # Names starting with '.' are never shares: listings and counts skip them.
 import os
-import hashlib
 import binascii
 from micropython import const
 from ohnode import coap
+from ohnode import upload as U
 from ohproto import const as P
 
 _SLOTS = const(2)  # concurrent uploads
 _IDLE_MS = const(60000)  # an upload silent this long is abandoned
 _SYNC_DELETES = const(4)  # DELETE /s/<si> of more files answers separately
 _ENOENT = const(2)
-_ENOSPC = const(28)
 
 
 def _si_bytes(s):
@@ -76,11 +75,7 @@ def _burst(req):
     return 1
 
 
-def _rm(p):
-    try:
-        os.remove(p)
-    except OSError:
-        pass
+_rm = U.rm
 
 
 def _names(d):
@@ -94,22 +89,6 @@ def _count(d):
         if e[0][0] != ".":
             k += 1
     return k
-
-
-class _Up:
-    # One Block1 upload in progress.
-    def __init__(self, peer, key, tmp, digest, size, now):
-        self.peer = peer
-        self.key = key
-        self.tmp = tmp
-        self.f = open(tmp, "wb")
-        self.h = hashlib.sha256()
-        self.digest = digest
-        self.size = size  # declared by Size1, or None
-        self.off = 0
-        self.last = 0  # offset of the last block taken, for retransmissions
-        self.t = now
-        self.lease = None  # l= seconds, from block 0 or the last block
 
 
 class Shares:
@@ -357,11 +336,8 @@ class Shares:
 
     def _drop(self, u):
         self._st = None
-        try:
-            u.f.close()
-        except OSError:
-            pass
-        _rm(u.tmp)
+        if u.f is not None:
+            u.drop()
         self._up[self._up.index(u)] = None
 
     def _expire(self, now):
@@ -389,7 +365,8 @@ class Shares:
             return None
         for i in range(_SLOTS):
             if self._up[i] is None:
-                u = _Up(req.peer, key, "%s/.up%d" % (self.dir, i), digest, size, now)
+                u = U.Upload(req.peer, key, "%s/.up%d" % (self.dir, i), size, now)
+                u.digest = digest
                 self._up[i] = u
                 return u
         rsp.err(P.SERVICE_UNAVAILABLE, "too many uploads")
@@ -404,14 +381,12 @@ class Shares:
         rsp.add(P.OPT_SIZE1, self.max_share)
 
     def _put(self, req, rsp, si, p):
-        b1 = req.opt(P.OPT_BLOCK1)
-        num, more, szx = (0, 0, P.MAX_BLOCK_SZX) if b1 is None else coap.block_of(b1)
+        b = U.block(req, rsp)
+        if b is None:
+            return rsp.code
+        b1, num, more, szx = b
         pl = req.pl
         ln = len(pl)
-        bs = 1 << (szx + 4)
-        if more and ln != bs:
-            return rsp.err(P.BAD_REQUEST, "block size mismatch")
-        off = num * bs
         now = self._ticks[0]()
         u = self._find(req.peer, p)
         if u is not None and self._ticks[1](now, u.t) > _IDLE_MS:
@@ -436,33 +411,13 @@ class Shares:
             u.lease = lq
         elif u is None:
             return rsp.err(P.REQUEST_ENTITY_INCOMPLETE, "no upload in progress")
-        elif off + ln <= u.off and more:  # a block sent again: taken already
-            return self._ack(rsp, b1, num, more, szx)
-        elif off != u.off:
-            # A gap (a block of a burst was lost): the upload stays; the
-            # Block1 option names the first block missing, to send again.
-            rsp.err(P.REQUEST_ENTITY_INCOMPLETE, "block out of sequence")
-            rsp.add(P.OPT_BLOCK1, coap.block_val(u.off >> (szx + 4), 1, szx))
-            return rsp.code
-        if u.off + ln > self.max_share:
-            self._drop(u)
-            return self._too_large(rsp)
-        if u.size is not None and u.off + ln > u.size:
-            self._drop(u)
-            return rsp.err(P.BAD_REQUEST, "more data than Size1")
-        try:
-            u.f.write(pl)
-        except OSError as e:
-            self._drop(u)
-            if e.errno == _ENOSPC:
-                return rsp.err(P.SERVICE_UNAVAILABLE, "no space")
-            raise
-        u.h.update(pl)
-        u.last = u.off
-        u.off += ln
-        u.t = now
+        code = U.take(u, self._srv, rsp, b1, num, more, szx, pl, self.max_share, "share too large", now)
+        if code is not None:
+            if u.f is None:
+                self._drop(u)
+            return code
         if more:
-            return self._ack(rsp, b1, num, more, szx)
+            return U.ack(self._srv, rsp, b1, num, more, szx)
         if num:  # the hash may come with the last block (one-pass uploads)
             d = _digest(req)
             if d == b"" or (d and u.digest and d != u.digest):
@@ -495,24 +450,13 @@ class Shares:
                 return False
         return True
 
-    def _ack(self, rsp, b1, num, more, szx):
-        if more:
-            rsp.code = P.CONTINUE
-            # Ask for smaller blocks when the client's are too large (2.3).
-            rsp.add(P.OPT_BLOCK1, coap.block_val(num, 1, min(szx, self._srv.szx)))
-        else:
-            rsp.code = P.CHANGED
-            if b1 is not None:
-                rsp.add(P.OPT_BLOCK1, coap.block_val(num, 0, szx))
-        return rsp.code
-
     def _commit(self, rsp, u, si, p, b1, num, szx):
-        u.f.close()
-        ok_len = u.size is None or u.size == u.off
-        ok = u.h.digest() == u.digest
-        if not (ok and ok_len):
+        if U.finish(u, rsp) is not None:
             self._drop(u)
-            return rsp.err(P.BAD_REQUEST, "hash mismatch" if ok_len else "length mismatch")
+            return rsp.code
+        if u.h.digest() != u.digest:
+            self._drop(u)
+            return rsp.err(P.BAD_REQUEST, "hash mismatch")
         d = self.dir + "/" + si
         try:
             os.mkdir(d)

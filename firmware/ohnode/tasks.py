@@ -20,15 +20,15 @@ from ohproto import compute as C
 from ohproto import cbor
 from ohnode.shares import _exists
 
-_KEEP = const(4)  # finished results kept
+_KEEP = const(4)  # finished results kept...
+_KEEP_BYTES = const(768)  # ... while they take at most this much (the newest always)
 _MARGIN_MS = const(2000)  # watchdog beyond the task's time limit (loading, answering)
 _TIME_MS = const(10000)  # time limit of a request without TK_TIME
 _TIME_MAX = const(86400000)
 _RESERVE = const(2048)  # heap a task may not count on: the node must still answer
 _MSG = const(80)  # characters of an error message kept
 _BUSY_S = const(1)  # Max-Age of a 5.03 busy: tasks run right after answering
-_BATCH_BYTES = const(1008)  # the results of a batch fit one datagram...
-_ROOM = const(544)  # ... so one more runs while this much is left (TASK_RESULT_MAX + 32)
+_BATCH_BYTES = const(900)  # the results of a batch fit one datagram (and a small heap)
 _RECENT = const(8)  # modules whose last use is remembered (the cache's eviction order)
 # entry fields: [id, state, result body, request, request digest]
 _ID = const(0)
@@ -41,6 +41,13 @@ _DIG = const(4)
 # Names of built-in modules: their strings cost no heap.
 _ALLOWED = ("math", "cmath", "struct", "hashlib", "binascii", "json", "re", "collections",
             "heapq", "random", "array", "errno", "time")
+
+
+class _MicroPython:
+    # What a task gets for `import micropython`: const() alone.
+    @staticmethod
+    def const(x):
+        return x
 
 
 def _uint(v, top):
@@ -243,16 +250,19 @@ class Tasks:
     def _batch(self, rsp, e, more):
         tid, _, _, req, dig = e
         out = [self._run(e)]
-        k = len(out[0])
+        k = big = len(out[0])
         for i in range(len(more)):
-            if k + _ROOM > _BATCH_BYTES:  # the next result might not fit: the host sends the rest again
+            if k + big + 16 > _BATCH_BYTES:  # the next result (as large as the largest) might not fit
                 break
             t = tid + 1 + i
             x = self._find(t)
             if x is not None:
                 if x[_ST] == C.TS_LOST:  # the task that got the board reset: not run again
-                    out.append(x[_BODY])
-                    k += len(x[_BODY])
+                    b = x[_BODY]
+                    if k + len(b) > _BATCH_BYTES:
+                        break
+                    out.append(b)
+                    k += len(b)
                     continue
                 if x[_ST] < C.TS_DONE:
                     break
@@ -261,8 +271,12 @@ class Tasks:
             more[i] = None
             self._all.append(x)
             b = self._run(x)
+            if k + len(b) > _BATCH_BYTES:  # no room: the host sends it again (it runs again)
+                break
             out.append(b)
             k += len(b)
+            if len(b) > big:
+                big = len(b)
         return self._batch_answer(rsp, out)
 
     def _kept(self, tid, n):
@@ -286,10 +300,19 @@ class Tasks:
     def _batch_answer(rsp, bodies):
         # 2.05 with the task-results array of the result maps in bodies.
         n = len(bodies)
-        b = bytearray(b"\x98" if n > 23 else b"")
-        b.append(n if n > 23 else 0x80 | n)
+        k = 2 if n > 23 else 1
         for x in bodies:
-            b.extend(x)
+            k += len(x)
+        b = bytearray(k)  # (one allocation: a growing one leaves holes in the heap)
+        if n > 23:
+            b[0] = 0x98
+            b[1] = n
+        else:
+            b[0] = 0x80 | n
+        k = 2 if n > 23 else 1
+        for x in bodies:
+            b[k : k + len(x)] = x
+            k += len(x)
         rsp.code = P.CONTENT
         rsp.add(P.OPT_CONTENT_FORMAT, P.CF_CBOR)
         rsp.pl = b
@@ -320,7 +343,7 @@ class Tasks:
 
     def _state(self, e, st, body):
         # A new state for entry e, told to its observers; a final one ends
-        # them, and the oldest results beyond _KEEP go.
+        # them, and the oldest results beyond _KEEP (or _KEEP_BYTES) go.
         e[_ST] = st
         e[_BODY] = body
         srv = self._srv
@@ -332,15 +355,17 @@ class Tasks:
             return
         e[_REQ] = None
         self._forget(e, False)
-        k = 0
+        k = n = 0
         for x in self._all:
             if x[_ST] >= C.TS_DONE:
                 k += 1
-        while k > _KEEP:
+                n += len(x[_BODY])
+        while k > _KEEP or (n > _KEEP_BYTES and k > 1):
             for x in self._all:
                 if x[_ST] >= C.TS_DONE:
                     self._all.remove(x)
                     k -= 1
+                    n -= len(x[_BODY])
                     break
 
     def _forget(self, e, drop):
@@ -472,7 +497,6 @@ class Tasks:
                     sys.path.remove(d)
             if nm == "micropython":
                 # const() alone, for code compiled from `from micropython
-                # import const` (the import stays): ohproto.compute has it,
-                # and nothing else but numbers; not heap_lock, kbd_intr...
-                return C
+                # import const` (the import stays); not heap_lock, kbd_intr...
+                return _MicroPython
         raise ImportError("module '%s' is not allowed" % nm)

@@ -29,6 +29,7 @@ import json
 import os
 import re
 import subprocess
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,17 +160,45 @@ def _tool_id(binary: str) -> str:
     return "%s:%d:%d" % (binary, st.st_size, st.st_mtime_ns)
 
 
-def _compile(binary: str, src: Path, rel_py: str, out: Path, arch: str | None) -> None:
-    """Compile one file to ``out`` atomically; BuildError with file:line on failure."""
+def _folded_constants() -> tuple[dict, str]:
+    """The protocol constants folded into ``ohnode`` modules (see
+    :mod:`openheap.constfold`), and a digest of them for the manifest."""
+    from ohproto import compute, const
+
+    from openheap.constfold import foldable
+
+    mods = {"const": foldable(const), "compute": foldable(compute)}
+    digest = hashlib.sha256(repr(sorted((m, sorted(v.items())) for m, v in mods.items())).encode()).hexdigest()[:16]
+    return mods, digest
+
+
+def _compile(binary: str, src: Path, rel_py: str, out: Path, arch: str | None, fold: dict | None = None) -> None:
+    """Compile one file to ``out`` atomically; BuildError with file:line on failure.
+
+    ``fold``: the constants to fold into the source first (:mod:`openheap.constfold`).
+    """
     tmp = out.with_name(out.name + ".tmp%d" % os.getpid())
+    folded = None
+    if fold:
+        from openheap.constfold import fold as fold_source
+
+        try:
+            text = fold_source(src.read_text(), fold)
+        except (SyntaxError, tokenize.TokenError) as e:
+            raise BuildError("cannot read %s: %s" % (src, e)) from None
+        folded = out.with_name(out.name + ".tmp%d.py" % os.getpid())
+        folded.write_text(text)
     cmd = [binary, "-o", str(tmp), "-s", rel_py]
     if arch:
         cmd.append("-march=" + arch)
-    cmd.append(str(src))
+    cmd.append(str(folded or src))
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
     except OSError as e:
         raise BuildError("cannot run mpy-cross (%s): %s" % (binary, e.strerror or e)) from None
+    finally:
+        if folded is not None:
+            folded.unlink(missing_ok=True)
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
         text = (proc.stderr or proc.stdout).strip()
@@ -201,7 +230,8 @@ def build(arch: str | None = None, out: Path | None = None, force: bool = False)
 
 def _build_locked(sources, arch, out: Path, force: bool) -> BuildResult:
     binary = _mpy_cross()
-    tool = _tool_id(binary)
+    consts, consts_id = _folded_constants()
+    tool = _tool_id(binary) + ":consts " + consts_id  # new constants: rebuild all
     manifest_path = out / _MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -220,7 +250,7 @@ def _build_locked(sources, arch, out: Path, force: bool) -> BuildResult:
         fresh = not force and target.is_file() and old.get(rel) == stamp
         if not fresh:
             target.parent.mkdir(parents=True, exist_ok=True)
-            _compile(binary, src, rel_py, target, arch)
+            _compile(binary, src, rel_py, target, arch, None if rel_py.startswith("ohproto/") else consts)
         new[rel] = stamp
         result.files.append(BundleFile(rel, src, target.stat().st_size, not fresh))
         # Write the manifest as we go so an error later keeps earlier work.

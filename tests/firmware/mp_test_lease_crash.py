@@ -10,6 +10,7 @@ import mpfake as F
 from mptest import check, eq
 from ohnode import lease as L
 from ohnode import shares as S
+from ohnode import upload as U
 from ohnode.epoch import Epoch
 from ohnode.lease import Leases
 from ohproto import const as P
@@ -130,7 +131,8 @@ def sweep_cut(nd, name, n):
     put(nd, F.SI2, 0, "1000")
     nd.clock.t += 5000
     wire(nd)
-    return cut(S, name, lambda: asyncio.run(nd.sh.lease.sweep()), n)
+    # (files go through ohnode.upload.rm, folders through shares' os)
+    return cut(U if name == "remove" else S, name, lambda: asyncio.run(nd.sh.lease.sweep()), n)
 
 
 def test_cut_during_expiry():

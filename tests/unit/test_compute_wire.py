@@ -1,6 +1,7 @@
 """Task payloads (openheap.compute.wire) against the agreed wire contract."""
 
 import cbor2
+import pytest
 
 from openheap.bulk import CON, encode, uint_opt
 from openheap.compute import wire as W
@@ -49,3 +50,42 @@ def test_decode_result():
 def test_to_json():
     assert W.to_json({1: b"\x00\xff", "a": (1, 2.5), "n": float("nan")}) == \
         {"1": {"base64": "AP8="}, "a": [1, 2.5], "n": None}
+
+
+def test_batch_encoding_is_the_canonical_map_and_the_vector():
+    import json
+    from pathlib import Path
+
+    import cbor2
+    from openheap.compute import wire as W
+
+    h = bytes.fromhex("ba1a531f581d2e6094e978ed6f7aca7a8d92eeb62c6e7ad73ee692f7f18bc772")
+    enc = W.TaskEncoder(h, "add", wait=True)
+    got = enc.encode_batch([W.dumps([1, 2]), W.dumps([3, 4]), W.dumps([5, "x"])], 40)
+    assert got == W.dumps({0: h, 1: "add", 2: [1, 2], 3: 40, 6: True, 8: [[3, 4], [5, "x"]]})
+    vec = next(json.loads(line.rstrip(",\n")) for line in (Path(__file__).parents[2] / "protocols" / "vectors.json")
+               .read_text().splitlines() if '"name": "task-request batch"' in line)
+    assert got.hex() == vec["cbor"]
+    limits = W.TaskEncoder(h, "f", time_ms=2000, heap=512, wait=True)
+    many = [W.dumps([i]) for i in range(W.BATCH_MAX + 1)]
+    m = cbor2.loads(limits.encode_batch(many, 7))
+    assert m[W.TK_MORE] == [[i] for i in range(1, W.BATCH_MAX + 1)] and m[4] == 2000 and m[5] == 512
+    assert limits.encode_batch(many, 7) == W.dumps(m)
+    for bad in ([W.dumps([1])], many + [W.dumps([0])]):
+        with pytest.raises(ValueError):
+            limits.encode_batch(bad, 1)
+    with pytest.raises(ValueError):
+        limits.encode_batch(many[:2], W.TASK_ID_MAX)
+
+
+def test_decode_results():
+    from openheap.compute import wire as W
+
+    rs = W.decode_results(bytes.fromhex(
+        "83a4001828010202030400a4001829010202070400a400182a0103038269547970654572726f72782b756e737570706f7274656420"
+        "747970657320666f72205f5f6164645f5f3a2027696e74272c2027737472270401"))
+    assert [(r.id, r.state, r.value) for r in rs] == [(40, W.TS_DONE, 3), (41, W.TS_DONE, 7), (42, W.TS_FAILED, None)]
+    assert rs[2].error[0] == "TypeError"
+    for bad in (b"\xa0", b"\x80", b"\x81\x01", b"\xff"):
+        with pytest.raises(ValueError):
+            W.decode_results(bad)

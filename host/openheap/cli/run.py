@@ -35,6 +35,8 @@ import asyncio
 import json
 import sys
 
+from ohproto.compute import BATCH_MAX
+
 from ..errors import UsageError
 
 __all__ = ["register", "read_inputs", "parse_target"]
@@ -79,6 +81,9 @@ def register(subparsers, common) -> None:
                    help="times a task is tried again on another board after a board failed it (default 2)")
     p.add_argument("--replicas", type=_count(1, 16), default=1, metavar="R",
                    help="accept a result only when R boards agree (default 1)")
+    p.add_argument("--batch", type=_count(1, BATCH_MAX + 1), default=BATCH_MAX + 1, metavar="N",
+                   help="quick tasks of the job sent together in one request at most (default %d; 1: one task "
+                        "per request)" % (BATCH_MAX + 1))
     p.add_argument("--spread", action="store_true", help="an array line is the function's positional arguments")
     p.add_argument("--heap", type=_count(1, 1 << 30), metavar="BYTES", help="heap one task needs (bytes)")
     p.add_argument("--no-cache", action="store_true", help="do not use (or fill) the results cache")
@@ -206,7 +211,7 @@ def cmd_run(args) -> int:
             extra = dict(ranges=ranges, source=source, holds=holds, ship=args.ship)
         answers, summary = await run_job(clients, code, func, inputs, timeout=args.timeout, retries=args.retries,
                                          replicas=args.replicas, heap=args.heap, cache=cache, progress=bar,
-                                         **extra)
+                                         batch=args.batch, **extra)
         return answers, summary, ranges
 
     try:

@@ -17,16 +17,23 @@ message; a task is one CON request and its piggybacked answer):
 The retransmission timer of a task request never fires sooner than the time
 the task is expected to take (``expect`` seconds), so a board busy computing
 is not flooded with copies of the request.
+
+``POST /t`` is the hot path (thousands a second over a grid): its header
+and options are encoded once, and the task requests of a channel share one
+retransmission timer, re-armed only when it fires, instead of a timer
+created and cancelled per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import math
 
 import cbor2
 
 from ohproto import const as P
-from openheap.bulk import Channel, uint_opt
+from openheap.bulk import CON, Channel, _Exchange, encode, uint_opt
 from openheap.compute import wire as W
 from openheap.compute.errors import BoardBusy, CodeNotCached, HeapTooSmall
 from openheap.errors import CoapError, NodeUnreachable, from_code
@@ -40,14 +47,109 @@ _T_PATH = (P.OPT_URI_PATH, W.PATH_TASKS.encode())
 _CF_CBOR = (P.OPT_CONTENT_FORMAT, uint_opt(P.CF_CBOR))
 
 
+# A POST /t request after its Message ID and 2-byte token: the options and
+# the payload marker (what bulk.encode writes for them).
+_POST_T_HEAD = bytes((0x40 | (CON << 4) | 2, P.POST))
+_POST_T_OPTS = encode(CON, P.POST, 0, b"\0\0", (_T_PATH, _CF_CBOR), b"\0")[6:-1]
+
+
+class _TaskExchange(_Exchange):
+    """A POST /t waiting for its answer; ``due``: its next retransmission."""
+
+    __slots__ = ("due",)
+
+
 class TaskChannel(Channel):
     """A bulk channel whose retransmission timer has a floor (``min_rto``),
-    set per request to the task's expected run time."""
+    set per request to the task's expected run time, with a lean path for
+    task requests (:meth:`post_task`)."""
 
     min_rto = 0.0
 
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._watch: dict[int, _TaskExchange] = {}  # task requests by Message ID, for the shared timer
+        self._tick: asyncio.TimerHandle | None = None
+        self._tick_at = math.inf
+
     def rto(self) -> float:
         return max(Channel.rto(self), self.min_rto)
+
+    def close(self) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick, self._tick_at = None, math.inf
+        super().close()
+
+    async def post_task(self, payload: bytes, timeout: float, expect: float = 0.0):
+        """``POST /t`` (Content-Format CBOR) with ``payload``: what
+        ``con(P.POST, (_T_PATH, _CF_CBOR), payload)`` does with ``timeout``
+        as the budget and ``expect`` as the floor of the first timer, with
+        the header pre-encoded and the channel's shared retransmission timer."""
+        if self._error is not None:
+            raise self._error
+        if self._loop is None:
+            await self.open()
+        loop = self._loop
+        self.timeout = timeout  # the budget (and what an expiry message says)
+        token = self.next_token()
+        ex = _TaskExchange()
+        ex.mid = mid = self.next_mid()
+        ex.data = b"".join((_POST_T_HEAD, mid.to_bytes(2, "big"), token, _POST_T_OPTS, payload))
+        ex.fut = loop.create_future()
+        ex.tries, ex.timer = 0, None
+        r = Channel.rto(self)
+        ex.rto = r if r > expect else expect
+        ex.t0 = now = loop.time()
+        ex.deadline = now + timeout
+        ex.due = now + ex.rto
+        self._by_mid[mid] = ex
+        self._by_tok[token] = functools.partial(self._finish, ex)  # a separate response comes by token
+        self._watch[mid] = ex
+        try:
+            self._send(ex.data)
+            if ex.due < self._tick_at:
+                self._arm(ex.due)
+            return await ex.fut
+        finally:
+            del self._watch[mid]
+            if ex.timer is not None:  # the deadline of a separate response
+                self._stop_timer(ex)
+            self._by_mid.pop(mid, None)
+            self._by_tok.pop(token, None)
+
+    def _arm(self, when: float) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+        self._tick_at = when
+        self._tick = self._loop.call_at(when, self._on_tick)
+
+    def _on_tick(self) -> None:
+        """The shared timer: retransmit each task request that is due (as
+        ``Channel._retransmit`` does), then re-arm for the next one."""
+        self._tick, self._tick_at = None, math.inf
+        now = self._loop.time()
+        nxt = math.inf
+        for ex in list(self._watch.values()):
+            if ex.fut.done() or ex.timer is not None:
+                continue  # answered, or an empty ACK came: its deadline timer runs
+            if ex.due <= now:
+                if now >= ex.deadline:
+                    self._expire(ex)
+                    continue
+                ex.tries += 1
+                self.retransmissions += 1
+                try:
+                    self._send(ex.data)
+                except NodeUnreachable as e:
+                    self._finish(ex, e)
+                    continue
+                ex.rto = min(ex.rto * 2, self.backoff_cap())
+                ex.due = min(now + ex.rto, ex.deadline)
+            if ex.due < nxt:
+                nxt = ex.due
+        if nxt < math.inf:
+            self._arm(nxt)
 
 
 class BoardClient:
@@ -141,30 +243,36 @@ class BoardClient:
         """POST /t with an encoded task map. Returns the result (TK_WAIT) or a
         ``TS_QUEUED`` stand-in (2.01); raises CodeNotCached, BoardBusy,
         HeapTooSmall, CoapError or NodeUnreachable."""
-        r = await self._con(P.POST, (_T_PATH, _CF_CBOR), payload, timeout=timeout, expect=expect)
-        if r.code == P.CONTENT or r.code == P.CHANGED:
-            try:
-                return W.decode_result(r.payload)
-            except ValueError as e:
-                raise CoapError(r.code, str(e)) from None
-        if r.code == P.CREATED:
-            return W.Result(None, W.TS_QUEUED)
-        if r.code == P.NOT_FOUND:
-            raise CodeNotCached(r.code, r.text())
-        if r.code == P.SERVICE_UNAVAILABLE:
-            raise BoardBusy(r.code, r.text(), r.uint(P.OPT_MAX_AGE))
-        if r.code == P.REQUEST_ENTITY_TOO_LARGE:
-            raise HeapTooSmall(r.code, r.text())
-        raise from_code(r.code, r.text())
+        return _task_answer(await (self._chan or await self.channel()).post_task(payload, timeout, expect))
 
     async def run(self, code_hash: bytes, mpy, payload: bytes, *, timeout: float, expect: float = 0.0) -> W.Result:
         """Submit; on "code not cached" upload ``mpy()`` (a callable giving the
         .mpy bytes) and submit again."""
-        try:
-            return await self.submit(payload, timeout=timeout, expect=expect)
+        try:  # submit(), inline: this is once per task
+            return _task_answer(await (self._chan or await self.channel()).post_task(payload, timeout, expect))
         except CodeNotCached:
             await self.put_code(mpy(), code_hash)
         return await self.submit(payload, timeout=timeout, expect=expect)
+
+    async def run_batch(self, code_hash: bytes, mpy, payload: bytes, *, timeout: float,
+                        expect: float = 0.0) -> list[W.Result]:
+        """POST /t of a batch (``TK_MORE``, see :meth:`TaskEncoder.encode_batch`):
+        the results of the tasks the board ran, in id order from the first
+        (fewer than asked when the rest might not have fit its answer). On
+        "code not cached" uploads ``mpy()`` and sends again; raises as
+        :meth:`submit` does."""
+        chan = self._chan or await self.channel()
+        r = await chan.post_task(payload, timeout, expect)
+        if r.code == P.NOT_FOUND:  # code not cached
+            await self.put_code(mpy(), code_hash)
+            r = await chan.post_task(payload, timeout, expect)
+        if r.code == P.CONTENT:
+            try:
+                return W.decode_results(r.payload)
+            except ValueError as e:
+                raise CoapError(r.code, str(e)) from None
+        res = _task_answer(r)  # an error: raises
+        raise CoapError(r.code, "a single result (%r) where a batch's were expected" % (res,))
 
     async def result(self, task_id: int, timeout: float = CONTROL_TIMEOUT) -> W.Result:
         """GET /t/<id> once; ClientError 4.04 if the board does not know it."""
@@ -236,6 +344,25 @@ class BoardClient:
     @staticmethod
     def _task_path(task_id: int) -> list:
         return [_T_PATH, (P.OPT_URI_PATH, str(task_id).encode())]
+
+
+def _task_answer(r) -> W.Result:
+    """The answer to a POST /t as a result (see :meth:`BoardClient.submit`)."""
+    code = r.code
+    if code == P.CONTENT or code == P.CHANGED:
+        try:
+            return W.decode_result(r.payload)
+        except ValueError as e:
+            raise CoapError(code, str(e)) from None
+    if code == P.CREATED:
+        return W.Result(None, W.TS_QUEUED)
+    if code == P.NOT_FOUND:
+        raise CodeNotCached(code, r.text())
+    if code == P.SERVICE_UNAVAILABLE:
+        raise BoardBusy(code, r.text(), r.uint(P.OPT_MAX_AGE))
+    if code == P.REQUEST_ENTITY_TOO_LARGE:
+        raise HeapTooSmall(code, r.text())
+    raise from_code(code, r.text())
 
 
 def is_refusal(e: Exception) -> bool:

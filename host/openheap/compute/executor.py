@@ -39,7 +39,7 @@ from openheap.compute import code as C
 from openheap.compute import grid as G
 from openheap.compute.cache import ResultCache, cache_path
 from openheap.compute.errors import TaskError
-from openheap.compute.scheduler import Board, Scheduler, Task
+from openheap.compute.scheduler import BATCH, Board, Scheduler, Task
 from openheap.compute.wire import dumps
 from openheap.errors import UsageError
 
@@ -52,11 +52,14 @@ class Executor(concurrent.futures.Executor):
     ``timeout`` (s) is each task's time limit, ``retries`` how often a task is
     tried again on another board, ``replicas`` how many boards must agree,
     ``heap`` the heap a task needs (bytes), ``cache`` whether to use the
-    results cache ``<home>/compute/results.db``.
+    results cache ``<home>/compute/results.db``, ``batch`` how many quick
+    tasks of one function may share a request (1: each its own; the
+    default lets waiting quick tasks travel together, the way ``map``'s
+    ``chunksize`` does for process pools).
     """
 
     def __init__(self, boards=None, *, home=None, timeout: float = 30.0, retries: int = 2, replicas: int = 1,
-                 heap: int | None = None, cache: bool = True, speculate: bool = True):
+                 heap: int | None = None, cache: bool = True, speculate: bool = True, batch: int = BATCH):
         self.timeout, self.heap = timeout, heap
         self._modules: dict[tuple, C.Code] = {}
         self._shutdown = False
@@ -68,7 +71,7 @@ class Executor(concurrent.futures.Executor):
         self._thread.start()
         self._cache = ResultCache(cache_path(home)) if cache else None
         try:
-            self._sched: Scheduler = self._call(self._start(boards, home, retries, replicas, speculate))
+            self._sched: Scheduler = self._call(self._start(boards, home, retries, replicas, speculate, batch))
         except BaseException:
             self._stop_loop()
             raise
@@ -77,13 +80,13 @@ class Executor(concurrent.futures.Executor):
     def _call(self, coro, timeout=None):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    async def _start(self, boards, home, retries, replicas, speculate) -> Scheduler:
+    async def _start(self, boards, home, retries, replicas, speculate, batch) -> Scheduler:
         if boards is None:
             clients = await asyncio.get_running_loop().run_in_executor(None, G.from_coordinator, home)
         else:
             clients = await G.from_addresses(boards)
         s = Scheduler([Board(c) for c in clients], retries=retries, replicas=replicas, cache=self._cache,
-                      speculate=speculate)
+                      speculate=speculate, batch=batch)
         await s.start()
         return s
 

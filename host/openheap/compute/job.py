@@ -16,7 +16,7 @@ import io
 from openheap.compute import over as O
 from openheap.compute.client import BoardClient
 from openheap.compute.report import IP_UDP
-from openheap.compute.scheduler import Board, Scheduler, Task
+from openheap.compute.scheduler import BATCH, Board, Scheduler, Task
 from openheap.errors import CoapError, UsageError
 from openheap.storage.errors import StorageError
 from openheap.storage.layout import HEADER_SIZE, parse_header
@@ -53,11 +53,12 @@ class Answer:
 async def run_job(clients: list[BoardClient], code, func: str, inputs, *, timeout: float = 30.0,
                   retries: int = 2, replicas: int = 1, heap: int | None = None, cache=None,
                   speculate: bool = True, progress=None, holds=None, ranges=None, source=None,
-                  ship: bool = False) -> tuple[list[Answer], object]:
+                  ship: bool = False, batch: int = BATCH) -> tuple[list[Answer], object]:
     """Run ``func`` of ``code`` once per input (a list of positional-argument
     lists), or once per range of ``ranges`` (with ``source``). Returns
     ``(answers in input order, summary)``. ``progress(done, total)`` is
-    called as answers come in."""
+    called as answers come in. ``batch``: quick tasks per request at most
+    (1: one task per request)."""
     holds = holds or {}
     boards = [Board(c, holds.get(c.name, ())) for c in clients]
     if ranges is not None:
@@ -73,7 +74,8 @@ async def run_job(clients: list[BoardClient], code, func: str, inputs, *, timeou
         if progress is not None:
             progress(done, total)
 
-    sched = Scheduler(boards, retries=retries, replicas=replicas, cache=cache, speculate=speculate, on_done=on_done)
+    sched = Scheduler(boards, retries=retries, replicas=replicas, cache=cache, speculate=speculate, on_done=on_done,
+                      batch=batch)
     await sched.start()
     try:
         futs = [sched.submit(t) for t in tasks]

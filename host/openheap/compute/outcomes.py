@@ -114,6 +114,8 @@ class Outcomes:
             a.outcome = "lost-race"
         if not cached:
             self._open -= 1
+            if not self._open and self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)  # join() returns
         kind, value = answer
         if kind == "ok":
             self.summary.ok += 1

@@ -22,6 +22,7 @@ class Summary:
     def __init__(self, boards=()):
         self.tasks = self.ok = self.errors = self.failed = self.cached = 0
         self.speculative = self.spec_won = self.late = self.busy = self.mem_again = self.followed = 0
+        self.batches = 0  # requests that carried several tasks (TK_MORE)
         self.shipped: set = set()  # tasks whose data was sent with them (--over)
         self.retries: list[tuple[object, str, str, bool]] = []  # (task index, board, why, tried again)
         self.disagreements: list[dict] = []
@@ -110,7 +111,7 @@ class Summary:
             "cached": self.cached, "seconds": round(self.seconds, 3),
             "retries": [{"task": i, "board": b, "why": w, "retried": a} for i, b, w, a in self.retries],
             "speculative": self.speculative, "speculative_won": self.spec_won, "busy_answers": self.busy,
-            "followed": self.followed,
+            "followed": self.followed, "batches": self.batches,
             "shipped": len(self.shipped), "disagreements": self.disagreements,
             "events": [{"at": round(t, 3), "board": b, "what": w} for t, b, w in self.events],
             "boards": self.per_board, "other_wire": self.other_wire,
@@ -142,6 +143,9 @@ class Summary:
                          "ship them)%s" % (over["ranges"], over["ranges"] - over["shipped"], over["shipped"],
                                            over["fetched_bytes"], "; %d tried again on their board after a "
                                            "MemoryError" % self.mem_again if self.mem_again else ""))
+        if self.batches:
+            lines.append("%d request%s carried several tasks (batches of quick tasks)" % (
+                self.batches, "" if self.batches == 1 else "s"))
         if self.speculative:
             lines.append("speculative duplicates: %d (%d answered first)" % (self.speculative, self.spec_won))
         if self.disagreements:

@@ -50,6 +50,9 @@ LONG_TASK = 1.0  # tasks usually longer than this (s) are submitted without TK_W
 SPEC_FACTOR = 4.0  # a task running this many times its kind's usual time gets a duplicate...
 SPEC_MIN = 0.5  # ... and at least this many seconds
 START_PROBE = 1.0  # seconds a board has to answer GET /i when a job starts
+BATCH = W.BATCH_MAX + 1  # tasks per request at most (a board's batch: TK_MORE)
+BATCH_USUAL = 0.05  # tasks of a kind that usually takes longer (s) go one per request
+BATCH_SECONDS = 0.25  # ... and a batch is planned to run about this long at most
 
 
 class Scheduler(Outcomes, Health):
@@ -61,9 +64,12 @@ class Scheduler(Outcomes, Health):
     """
 
     def __init__(self, boards: list[Board], *, retries: int = 2, replicas: int = 1, cache=None,
-                 speculate: bool = True, on_done=None):
+                 speculate: bool = True, on_done=None, batch: int = BATCH):
         if replicas < 1:
             raise ValueError("replicas must be at least 1")
+        if not 1 <= batch <= BATCH:
+            raise ValueError("batch must be 1 to %d" % BATCH)
+        self.batch = batch
         self.boards = {b.name: b for b in boards}
         self.retries, self.replicas, self.cache = retries, replicas, cache
         self.speculate, self.on_done = speculate, on_done
@@ -81,6 +87,8 @@ class Scheduler(Outcomes, Health):
         self._usual: dict[tuple, float] = {}  # (code id, func) -> EWMA seconds of a run on a board
         self._last_up = time.monotonic()
         self._open = 0
+        self._drained: asyncio.Future | None = None  # join() waits on it; set when _open falls to 0
+        self._encoders: dict[tuple, W.TaskEncoder] = {}  # (code hash, func, timeout, heap, wait) -> encoder
 
     # -- life cycle
     async def start(self, probe: bool = True) -> None:
@@ -149,7 +157,9 @@ class Scheduler(Outcomes, Health):
     async def join(self) -> None:
         """Wait until every submitted task has its answer."""
         while self._open:
-            await self._sleep(None)
+            if self._drained is None or self._drained.done():
+                self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
 
     # -- queue
     def _enqueue(self, task: Task, front: bool = False) -> None:
@@ -160,7 +170,9 @@ class Scheduler(Outcomes, Health):
         self._poke()
 
     def _poke(self) -> None:
-        """Wake every idle worker (and :meth:`join`): something changed."""
+        """Wake every idle worker: something changed."""
+        if not self._waiters:
+            return
         waiters, self._waiters = self._waiters, []
         for f in waiters:
             if not f.done():
@@ -203,8 +215,20 @@ class Scheduler(Outcomes, Health):
 
     def _pick(self, b: Board) -> tuple[Task, bool] | None:
         q = self._pending
-        while q and (q[0].done or not q[0].wants(self.replicas)):
-            q.popleft().queued = False
+        replicas = self.replicas
+        while q:
+            t = q[0]
+            if t.done or not t.wants(replicas):
+                q.popleft().queued = False
+                continue
+            if not t.tried and not t.unfit and t.rng is None and replicas == 1:
+                # the usual case, a fresh task: any board that is not too small takes it
+                h = b.client.heap
+                if not (t.heap and h and h < t.heap):
+                    q.popleft()
+                    t.queued = False
+                    return t, False
+            break
         for i, t in enumerate(q):
             if i > 256:
                 break
@@ -242,15 +266,62 @@ class Scheduler(Outcomes, Health):
             if b.down:
                 await b.up_event.wait()
                 continue
-            wait = b.busy_until - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-                continue
+            if b.busy_until:
+                wait = b.busy_until - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                b.busy_until = 0.0
             got = self._pick(b)
             if got is None:
                 await self._sleep(0.25 if self._active else 5.0)
                 continue
-            await self._attempt(b, *got)
+            more = self._batch_more(b, got[0]) if self.batch > 1 and not got[1] else None
+            if more:
+                await self._attempt_batch(b, [got[0]] + more)
+            else:
+                await self._attempt(b, *got)
+
+    def _batch_more(self, b: Board, t: Task) -> list[Task]:
+        """Fresh tasks from the head of the queue to send with ``t`` in one
+        request: of the same code, function and limits, quick ones (their
+        kind usually takes under BATCH_USUAL s), as many as keep the batch
+        near BATCH_SECONDS and leave work for the other boards (a queue of
+        Q tasks over N boards gives batches of about Q / 2N), and as fit one
+        datagram."""
+        if self.replicas != 1 or t.tried or t.rng is not None:
+            return []
+        usual = self._usual.get((t.code.code_id, t.func))
+        if usual is None or usual > BATCH_USUAL:
+            return []  # (the first tasks of a kind go alone: they tell how long it takes)
+        q = self._pending
+        n = min(self.batch - 1, len(q) // (2 * max(1, len(self._live_boards()))),
+                int(BATCH_SECONDS / max(usual, 0.001)))
+        room = W.TASK_PAYLOAD_MAX - 80 - len(t.wire_args)  # the map's other keys: at most 80 bytes
+        out = []
+        while q and len(out) < n:
+            o = q[0]
+            if o.done:
+                q.popleft().queued = False
+                continue
+            if (o.tried or o.unfit or o.rng is not None or o.code is not t.code or o.func != t.func
+                    or o.timeout != t.timeout or o.heap != t.heap):
+                break
+            room -= len(o.wire_args)
+            if room < 0:
+                break
+            q.popleft().queued = False
+            out.append(o)
+        return out
+
+    def _encoder(self, code_hash: bytes, t: Task, wait: bool) -> W.TaskEncoder:
+        """The POST /t encoder of ``t``'s code, function and limits (made once)."""
+        key = (code_hash, t.func, t.timeout, t.heap, wait)
+        enc = self._encoders.get(key)
+        if enc is None:
+            enc = self._encoders[key] = W.TaskEncoder(code_hash, t.func, time_ms=int(t.timeout * 1000),
+                                                      heap=t.heap, wait=wait)
+        return enc
 
     def _new_id(self, t: Task, b: Board) -> int:
         self._next_id = self._next_id + 1 if self._next_id < W.TASK_ID_MAX else 1
@@ -271,15 +342,16 @@ class Scheduler(Outcomes, Health):
         long = usual > LONG_TASK
         try:
             arch = b.client.arch
-            args, rng = t.args, None
+            code_hash = t.code.hash(arch)
+            args, rng = t.wire_args, None
             if t.rng is not None:
                 if t.rng.where in b.holds:
                     rng = t.rng.wire()
                 else:
-                    args = [await t.rng.plaintext()] + t.args
+                    args = W.dumps([await t.rng.plaintext()] + t.args)
                     self.summary.shipped.add(t.index)
-            payload = W.encode_task(t.code.hash(arch), t.func, args, tid, time_ms=int(t.timeout * 1000),
-                                    heap=t.heap, wait=not long, rng=rng)
+            enc = self._encoder(code_hash, t, not long)
+            payload = enc.encode(args, tid, rng)
             if len(payload) > W.TASK_PAYLOAD_MAX:
                 self._ended(t, a)
                 self._give_up(t, "cannot be sent: its request is %d bytes and a board takes at most %d in one "
@@ -288,7 +360,7 @@ class Scheduler(Outcomes, Health):
                 return
             limit = t.timeout + MARGIN
             for again in (rng is not None, False):
-                res = await b.client.run(t.code.hash(arch), lambda: t.code.mpy(arch), payload, timeout=limit,
+                res = await b.client.run(code_hash, lambda: t.code.mpy(arch), payload, timeout=limit,
                                          expect=min(usual * 1.5, t.timeout))
                 if res.state in (W.TS_QUEUED, W.TS_RUNNING):
                     self.summary.followed += 1
@@ -299,36 +371,80 @@ class Scheduler(Outcomes, Health):
                 # collected its garbage, so it tries once more before the bytes are shipped elsewhere.
                 self.summary.mem_again += 1
                 tid = a.task_id = self._new_id(t, b)
-                payload = W.encode_task(t.code.hash(arch), t.func, args, tid, time_ms=int(t.timeout * 1000),
-                                        heap=t.heap, wait=not long, rng=rng)
-        except BoardBusy as e:
-            self._abandon(t, a)
-            b.busy_until = time.monotonic() + (e.max_age if e.max_age else 0.05)
-            self.summary.busy += 1
+                payload = enc.encode(args, tid, rng)
+        except (CoapError, OSError, ValueError) as e:  # (BoardBusy, HeapTooSmall, NodeUnreachable are CoapErrors)
+            self._on_error(b, t, a, e, limit)
             return
-        except HeapTooSmall as e:
+        self._settle(b, t, a, res, kind, time.monotonic() - a.started)
+
+    def _on_error(self, b: Board, t: Task, a: Attempt, e: Exception, limit: float, first: bool = True) -> None:
+        """Attempt ``a`` of ``t`` ended with ``e`` instead of an answer; ``first``:
+        the board's own state is to be updated too (once per request)."""
+        if isinstance(e, BoardBusy):
+            self._abandon(t, a)
+            if first:
+                b.busy_until = time.monotonic() + (e.max_age if e.max_age else 0.05)
+                self.summary.busy += 1
+        elif isinstance(e, HeapTooSmall):
             self._abandon(t, a)
             t.unfit.add(b.name)
             t.heap_notes[b.name] = e.diagnostic or "heap too small"
             self._troubled.add(t)
-            return
-        except NodeUnreachable as e:
-            why = "no answer within %g s (the task's %g s limit plus %g s)" % (t.timeout + MARGIN, t.timeout, MARGIN) \
+        elif isinstance(e, NodeUnreachable):
+            why = "no answer within %g s (the task's %g s limit plus %g s)" % (limit, t.timeout, limit - t.timeout) \
                 if not is_refusal(e) else "the board became unreachable (%s)" % (e.diagnostic or "down")
             self._failed(b, t, a, why)
-            self._board_down(b)
-            return
-        except CoapError as e:
+            if first:
+                self._board_down(b)
+        elif isinstance(e, CoapError):
             if e.code == P.REQUEST_ENTITY_TOO_LARGE:  # PUT /c: the module is larger than its code cache
                 t.unfit.add(b.name)
             self._failed(b, t, a, "the board answered %s%s" % (
                 format_code(e.code) if e.code is not None else "nothing",
                 ": " + e.diagnostic if e.diagnostic else ""))
-            return
-        except (OSError, ValueError) as e:
+        else:
             self._failed(b, t, a, "%s: %s" % (type(e).__name__, e))
+
+    async def _attempt_batch(self, b: Board, ts: list[Task]) -> None:
+        """Send the fresh tasks ``ts`` (see :meth:`_batch_more`) to ``b`` in one
+        request; each gets its result as if sent alone. Tasks the board did
+        not run (its answer had no room) go back to the head of the queue."""
+        if self._next_id + len(ts) > W.TASK_ID_MAX:
+            self._next_id = 0  # the ids of a batch are consecutive
+        attempts = []
+        now = time.monotonic()
+        for t in ts:
+            a = Attempt(b.name, self._new_id(t, b), now, False)
+            t.running[b.name] = a
+            t.tried.add(b.name)
+            self._active.add(t)
+            attempts.append(a)
+        t0 = ts[0]
+        kind = (t0.code.code_id, t0.func)
+        usual = self._usual.get(kind, 0.0)
+        limit = t0.timeout + MARGIN + len(ts) * max(SPEC_FACTOR * usual, 0.01)
+        try:
+            arch = b.client.arch
+            code_hash = t0.code.hash(arch)
+            payload = self._encoder(code_hash, t0, True).encode_batch([t.wire_args for t in ts], attempts[0].task_id)
+            results = await b.client.run_batch(code_hash, lambda: t0.code.mpy(arch), payload, timeout=limit,
+                                               expect=min(len(ts) * usual * 1.5, t0.timeout))
+        except (CoapError, OSError, ValueError) as e:
+            for i, (t, a) in enumerate(zip(ts, attempts)):
+                self._on_error(b, t, a, e, limit, first=not i)
             return
-        took = time.monotonic() - a.started
+        took = (time.monotonic() - now) / len(ts)
+        self.summary.batches += 1
+        for i, (t, a) in enumerate(zip(ts, attempts)):
+            if i >= len(results):
+                self._abandon(t, a)  # not run: no room left in the answer
+            elif results[i].id != a.task_id:
+                self._failed(b, t, a, "the board answered for task %r instead of %d" % (results[i].id, a.task_id))
+            else:
+                self._settle(b, t, a, results[i], kind, took)
+
+    def _settle(self, b: Board, t: Task, a: Attempt, res: W.Result, kind: tuple, took: float) -> None:
+        """What the board answered for attempt ``a`` (``took`` seconds of the board's time)."""
         b.busy_time += took
         if res.state == W.TS_DONE or res.state == W.TS_FAILED:
             ms = res.ms if isinstance(res.ms, int) else took * 1000

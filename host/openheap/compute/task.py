@@ -44,6 +44,7 @@ class Task:
         self.index, self.code, self.func, self.args = index, code, func, list(args)
         self.timeout, self.heap, self.rng = timeout, heap, rng
         self._args_cbor: bytes | None = None
+        self._wire_args: bytes | None = None
         self.fut: asyncio.Future | None = None
         self.running: dict[str, Attempt] = {}
         self.tried: set[str] = set()
@@ -57,16 +58,25 @@ class Task:
         self.queued = False
 
     @property
+    def wire_args(self) -> bytes:
+        """The arguments as CBOR (TK_ARGS of its request), encoded once."""
+        if self._wire_args is None:
+            self._wire_args = W.dumps(self.args)
+        return self._wire_args
+
+    @property
     def args_cbor(self) -> bytes:
         """The arguments as the results cache keys them (a range: the file's
         storage index and the range, then the other arguments)."""
         if self._args_cbor is None:
-            a = W.dumps(self.args)
-            self._args_cbor = a if self.rng is None else self.rng.key + a
+            self._args_cbor = self.wire_args if self.rng is None else self.rng.key + self.wire_args
         return self._args_cbor
 
     def best_votes(self) -> int:
-        return max((len(v) for v in self.votes.values()), default=0)
+        """The most boards that gave one answer so far."""
+        if not self.votes:
+            return 0
+        return max(len(v) for v in self.votes.values())
 
     def wants(self, replicas: int) -> bool:
         """True while it needs another attempt started."""

@@ -21,10 +21,10 @@ from ohproto import const as P
 
 __all__ = [
     "PATH_CODE", "PATH_TASKS", "TK_CODE", "TK_FUNC", "TK_ARGS", "TK_ID", "TK_TIME", "TK_HEAP",
-    "TK_WAIT", "TK_RANGE", "TR_ID", "TR_STATE", "TR_VALUE", "TR_ERROR", "TR_MS",
+    "TK_WAIT", "TK_RANGE", "TK_MORE", "BATCH_MAX", "TR_ID", "TR_STATE", "TR_VALUE", "TR_ERROR", "TR_MS",
     "TS_QUEUED", "TS_RUNNING", "TS_DONE", "TS_FAILED", "TS_LOST", "TS_CANCELLED", "STATE_NAMES",
     "TASK_RESULT_MAX", "TASK_PAYLOAD_MAX", "TASK_ID_MAX", "ST_TASKS_DONE", "ST_TASK_LOST", "ST_TASK_RUNNING", "FINAL_STATES",
-    "task_map", "encode_task", "Result", "decode_result", "dumps", "canonical", "to_json", "from_json",
+    "task_map", "encode_task", "TaskEncoder", "cbor_uint", "Result", "decode_result", "decode_results", "dumps", "canonical", "to_json", "from_json",
 ]
 
 
@@ -39,6 +39,8 @@ TK_TIME = P.TK_TIME
 TK_HEAP = P.TK_HEAP
 TK_WAIT = P.TK_WAIT
 TK_RANGE = P.TK_RANGE
+TK_MORE = P.TK_MORE
+BATCH_MAX = P.BATCH_MAX
 
 TR_ID = P.TR_ID
 TR_STATE = P.TR_STATE
@@ -103,6 +105,66 @@ def encode_task(*a, **kw) -> bytes:
     return dumps(task_map(*a, **kw))
 
 
+def cbor_uint(v: int) -> bytes:
+    """The shortest CBOR encoding of the unsigned integer ``v`` (< 2**64)."""
+    if v < 24:
+        return bytes((v,))
+    if v < 0x100:
+        return bytes((0x18, v))
+    if v < 0x10000:
+        return b"\x19" + v.to_bytes(2, "big")
+    if v < 0x100000000:
+        return b"\x1a" + v.to_bytes(4, "big")
+    return b"\x1b" + v.to_bytes(8, "big")
+
+
+class TaskEncoder:
+    """POST /t maps of one code hash and function with fixed ``time_ms``,
+    ``heap`` and ``wait``: the constant keys are encoded once, so a task
+    costs only its arguments and id. :meth:`encode` gives exactly the bytes
+    of :func:`encode_task` (canonical CBOR: the keys, all one-byte uints,
+    in numeric order)."""
+
+    __slots__ = ("_head", "_mid", "_tail", "_head_rng")
+
+    def __init__(self, code_hash: bytes, func: str, *, time_ms: int | None = None, heap: int | None = None,
+                 wait: bool = True):
+        m = task_map(code_hash, func, [], 0, time_ms=time_ms, heap=heap, wait=wait)
+        if not TK_CODE < TK_FUNC < TK_ARGS < TK_ID < TK_TIME < TK_HEAP < TK_WAIT < TK_RANGE < 24:
+            raise ValueError("the task map's keys are not in the order this encoder assumes")
+        code_func = dumps({TK_CODE: m[TK_CODE], TK_FUNC: func})[1:]
+        self._head = bytes((0xa0 + len(m),)) + code_func + bytes((TK_ARGS,))
+        self._head_rng = bytes((0xa0 + len(m) + 1,)) + code_func + bytes((TK_ARGS,))
+        self._mid = bytes((TK_ID,))
+        self._tail = b"".join(dumps({k: v})[1:] for k, v in m.items() if k > TK_ID)
+
+    def encode(self, args_cbor: bytes, task_id: int, rng: list | None = None) -> bytes:
+        """The map for arguments ``args_cbor`` (``dumps(list(args))``), task
+        ``task_id`` and, for a task over a stored range, ``rng``."""
+        if not 0 <= task_id <= TASK_ID_MAX:
+            raise ValueError("a task id is below 2**32")
+        if rng is None:
+            return b"".join((self._head, args_cbor, self._mid, cbor_uint(task_id), self._tail))
+        return b"".join((self._head_rng, args_cbor, self._mid, cbor_uint(task_id), self._tail,
+                         bytes((TK_RANGE,)), dumps(list(rng))))
+
+    def encode_batch(self, args: list[bytes], first_id: int) -> bytes:
+        """A batch (``TK_MORE``): tasks ``first_id``, ``first_id + 1``, ...
+        with the arguments ``args`` (each ``dumps(list(args))``), 2 to
+        ``BATCH_MAX + 1`` of them; only for an encoder made with ``wait``."""
+        if not 2 <= len(args) <= BATCH_MAX + 1:
+            raise ValueError("a batch has 2 to %d tasks" % (BATCH_MAX + 1))
+        if not 0 <= first_id <= TASK_ID_MAX - len(args) + 1:
+            raise ValueError("a task id is below 2**32")
+        rest = args[1:]
+        return b"".join((self._head_rng, args[0], self._mid, cbor_uint(first_id), self._tail,
+                         bytes((TK_MORE,)), _array_head(len(rest)), *rest))
+
+
+def _array_head(n: int) -> bytes:
+    return bytes((0x80 | n,)) if n < 24 else b"\x98" + bytes((n,))
+
+
 class Result:
     """One decoded result map (GET /t/<id>, or a POST /t answer)."""
 
@@ -126,6 +188,10 @@ def decode_result(payload: bytes) -> Result:
         m = cbor2.loads(payload)
     except Exception as e:  # cbor2 raises several types
         raise ValueError("the board's result is not valid CBOR (%s)" % e) from None
+    return _result_of(m)
+
+
+def _result_of(m) -> Result:
     if not isinstance(m, dict) or TR_STATE not in m:
         raise ValueError("the board's result is not a result map")
     err = m.get(TR_ERROR)
@@ -135,6 +201,18 @@ def decode_result(payload: bytes) -> Result:
         else:
             err = ("Error", str(err))
     return Result(m.get(TR_ID), m.get(TR_STATE), m.get(TR_VALUE), err, m.get(TR_MS))
+
+
+def decode_results(payload: bytes) -> list[Result]:
+    """Parse the ``task-results`` array of a batch's answer; ValueError (one
+    sentence) when it is not one."""
+    try:
+        arr = cbor2.loads(payload)
+    except Exception as e:  # cbor2 raises several types
+        raise ValueError("the board's results are not valid CBOR (%s)" % e) from None
+    if not isinstance(arr, list) or not arr:
+        raise ValueError("the board's answer to a batch is not a list of results")
+    return [_result_of(m) for m in arr]
 
 
 # -- JSON <-> task values
