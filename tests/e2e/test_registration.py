@@ -199,7 +199,14 @@ def test_registers_refreshes_and_registers_again(fleet, board, coord_port):
         ref2 = await rd.wait(lambda e: e["kind"] == "refresh", LT, "refresh of the new registration", again)
         assert ref2["id"] == again["id"] and ref2["code"] == Code.CHANGED
         st = await node.status()
-        assert st[P.ST_REGISTERED] is True and st[P.ST_HEAP_FREE] > 8 * 1024, st
+        assert st[P.ST_REGISTERED] is True
+        # The heap a registered board has free at rest is its margin for a
+        # share upload's 1 KB datagrams on a fragmented heap: with about
+        # 13 KB uploads on 8 boards failed (measured); 15.5 KB since the
+        # protocol constants are folded in at build time. The firmware tests
+        # run with a larger heap (their own code shares it), so this is
+        # where a firmware change that costs heap shows.
+        assert st[P.ST_HEAP_FREE] >= 14 * 1024, "free heap at rest, registered: %d" % st[P.ST_HEAP_FREE]
 
     run(fleet, coord_port, scenario)
 
