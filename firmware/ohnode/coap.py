@@ -99,6 +99,16 @@ def uint_bytes(x):
     return x.to_bytes(n, "big")
 
 
+def _ext(buf, p, n, v):
+    # The value of an option nibble v (13 or 14) whose extension is at p.
+    # (One int back, not a tuple: nothing allocated per option.)
+    if v == 13 and p < n:
+        return buf[p] + 13
+    if v == 14 and p + 1 < n:
+        return ((buf[p] << 8) | buf[p + 1]) + 269
+    raise FormatError("option ext" if v < 15 else "option nibble 15")
+
+
 def header(buf):
     # (type, code, mid) when the 4-byte header is sound, else None.
     if len(buf) < 4 or buf[0] >> 6 != _VERSION:
@@ -143,28 +153,17 @@ def parse(buf, m):
                 raise FormatError("marker without payload")
             m.pl = memoryview(buf)[p:]
             break
-        # the delta and length nibbles and their extensions (inline: a
-        # helper returning two values would allocate a tuple per option)
+        # the delta and length nibbles; 13 and 14 take 1 and 2 more bytes
         d = b >> 4
         if d > 12:
-            if d == 13 and p < n:
-                d = buf[p] + 13
-                p += 1
-            elif d == 14 and p + 1 < n:
-                d = ((buf[p] << 8) | buf[p + 1]) + 269
-                p += 2
-            else:
-                raise FormatError("option ext" if d < 15 else "option nibble 15")
+            v = _ext(buf, p, n, d)
+            p += d - 12
+            d = v
         ln = b & 15
         if ln > 12:
-            if ln == 13 and p < n:
-                ln = buf[p] + 13
-                p += 1
-            elif ln == 14 and p + 1 < n:
-                ln = ((buf[p] << 8) | buf[p + 1]) + 269
-                p += 2
-            else:
-                raise FormatError("option ext" if ln < 15 else "option nibble 15")
+            v = _ext(buf, p, n, ln)
+            p += ln - 12
+            ln = v
         num += d
         if p + ln > n:
             raise FormatError("option length")

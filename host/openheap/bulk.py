@@ -293,23 +293,30 @@ class Channel(asyncio.DatagramProtocol):
     def _expire(self, ex: _Exchange) -> None:
         self._finish(ex, NodeUnreachable(self.name, "no answer in %g s" % self.timeout))
 
-    def _retransmit(self, ex: _Exchange) -> None:
-        ex.timer = None
-        if ex.fut.done():
-            return
-        now = self._loop.time()
+    def _resend(self, ex: _Exchange, now: float) -> float | None:
+        """Retransmit ``ex`` now, with back-off (or end it at its deadline, or
+        when the board's port is closed); the time of its next
+        retransmission, or None when it ended."""
         if now >= ex.deadline:
             self._expire(ex)
-            return
+            return None
         ex.tries += 1
         self.retransmissions += 1
         try:
             self._send(ex.data)
         except NodeUnreachable as e:
             self._finish(ex, e)
-            return
+            return None
         ex.rto = min(ex.rto * 2, self.backoff_cap())
-        ex.timer = self._loop.call_at(min(now + ex.rto, ex.deadline), self._retransmit, ex)
+        return min(now + ex.rto, ex.deadline)
+
+    def _retransmit(self, ex: _Exchange) -> None:
+        ex.timer = None
+        if ex.fut.done():
+            return
+        due = self._resend(ex, self._loop.time())
+        if due is not None:
+            ex.timer = self._loop.call_at(due, self._retransmit, ex)
 
     async def con(self, code: int, opts, payload=b"", token: bytes | None = None) -> Response:
         """Send a CON request and return its response (piggybacked or

@@ -134,18 +134,10 @@ class TaskChannel(Channel):
             if ex.fut.done() or ex.timer is not None:
                 continue  # answered, or an empty ACK came: its deadline timer runs
             if ex.due <= now:
-                if now >= ex.deadline:
-                    self._expire(ex)
+                due = self._resend(ex, now)
+                if due is None:
                     continue
-                ex.tries += 1
-                self.retransmissions += 1
-                try:
-                    self._send(ex.data)
-                except NodeUnreachable as e:
-                    self._finish(ex, e)
-                    continue
-                ex.rto = min(ex.rto * 2, self.backoff_cap())
-                ex.due = min(now + ex.rto, ex.deadline)
+                ex.due = due
             if ex.due < nxt:
                 nxt = ex.due
         if nxt < math.inf:
