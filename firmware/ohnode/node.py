@@ -128,7 +128,7 @@ async def _run(plat, cfg, root):
     gc.collect()
     # Collect often: short-lived garbage is then freed before it spreads the
     # long-lived objects over the heap (fragmentation kills 1 KB buffers).
-    gc.threshold(cfg.get("gc_threshold", 8192))
+    gc.threshold(sh.gc_threshold)  # (higher while an upload runs: ohnode.shares)
     await srv.serve()
 
 
