@@ -81,6 +81,36 @@ def encode(t: int, code: int, mid: int, token: bytes, opts, payload: bytes | mem
     return bytes(out)
 
 
+class RunBlocks:
+    """The NON blocks in the middle of a Block1 run to one path (Uri-Path
+    options, Block1 with M=1, No-Response 2), with everything but the
+    Message ID, the block number and the payload encoded once: byte for byte
+    what :func:`encode` makes of them, at a fraction of its cost per block
+    (a share is thousands of blocks)."""
+
+    __slots__ = ("_pre", "_b1_delta", "_nr")
+
+    def __init__(self, path_opts):
+        last = path_opts[-1][0] if path_opts else 0
+        if last > P.OPT_BLOCK1:
+            raise ValueError("options after Block1: not a run's middle block")
+        self._pre = encode(NON, P.PUT, 0, b"", path_opts)[4:]
+        self._b1_delta = P.OPT_BLOCK1 - last
+        self._nr = _opt(P.OPT_NO_RESPONSE - P.OPT_BLOCK1, NO_RESPONSE_2XX)
+
+    def encode(self, mid: int, num: int, szx: int, payload) -> bytes:
+        """The datagram of block ``num`` (more to come) with ``payload``."""
+        return b"".join((_HDR.pack(0x40 | (NON << 4), P.PUT, mid), self._pre,
+                         _opt(self._b1_delta, block_opt(num, True, szx)), self._nr, b"\xff", payload))
+
+
+def _opt(delta: int, val: bytes) -> bytes:
+    """One option: its delta from the previous option number, and value."""
+    dn, dx = _nibble(delta)
+    ln, lx = _nibble(len(val))
+    return bytes(((dn << 4) | ln,)) + dx + lx + val
+
+
 def _nibble(v: int) -> tuple[int, bytes]:
     if v < 13:
         return v, b""
@@ -468,6 +498,7 @@ class Channel(asyncio.DatagramProtocol):
         h = hashlib.sha256()
         src = _Blocks(chunks)
         base = _path_opts(si_path, ())
+        middle = RunBlocks(base)
         first_q = _path_opts("", query)
         bs = 1 << (szx + 4)
         buf: dict[int, bytes] = {}  # offset -> block read but not yet taken by the node
@@ -495,6 +526,10 @@ class Channel(asyncio.DatagramProtocol):
                 num = off // bs
                 last = off + len(block) >= size
                 closing = last or i == n - 1
+                if num and not closing:  # the usual block: options encoded once
+                    self._send(middle.encode(self.next_mid(), num, szx, block))
+                    off += len(block)
+                    continue
                 o = list(base)
                 if num == 0:
                     o += first_q + [(P.OPT_CONTENT_FORMAT, uint_opt(P.CF_OCTET_STREAM)),
