@@ -75,33 +75,15 @@ def test_bad_batches():
 def test_results_array_is_the_vector():
     # The answer of a batch is written by hand around the result maps: byte
     # for byte the task-results vector of protocols/vectors.json.
-    import sys
-    import json
-    import mptest
     from ohnode.server import Rsp
     from ohnode.tasks import Tasks
 
     n = 0
-    for d in sys.path:
-        try:
-            f = open((d or ".") + "/vectors.json")
-        except OSError:
-            continue
-        for line in f:
-            if '"schema": "task-results"' not in line:
-                continue
-            v = json.loads(line.strip().rstrip(","))
-            bodies = []
-            for m in mptest.untag(v["value"]):
-                vb = cbor.dumps(m[C.TR_VALUE]) if C.TR_VALUE in m else None
-                err = tuple(m[C.TR_ERROR]) if C.TR_ERROR in m else None
-                bodies.append(Tasks._result(m[C.TR_ID], m[C.TR_STATE], vb, err, m.get(C.TR_MS)))
-            rsp = Rsp(0)
-            Tasks._batch_answer(rsp, bodies)
-            eq(bytes(rsp.pl).hex(), v["cbor"], v["name"])
-            n += 1
-        f.close()
-        break
+    for name, value, hexed in T.vectors("task-results"):
+        rsp = Rsp(0)
+        Tasks._batch_answer(rsp, [T.result_body(m) for m in value])
+        eq(bytes(rsp.pl).hex(), hexed, name)
+        n += 1
     check(n >= 1, "task-results vectors: %d" % n)
 
 

@@ -116,3 +116,34 @@ def drain(ms=5):
 
 def status(nd):
     return res(nd.ask(P.GET, "i"))
+
+
+def vectors(schema):
+    # The golden vectors of `schema` in protocols/vectors.json, one at a
+    # time (the whole file does not fit the heap at once): (name, value
+    # with tags undone, CBOR hex).
+    import sys
+    import json
+    import mptest
+
+    for d in sys.path:
+        try:
+            f = open((d or ".") + "/vectors.json")
+        except OSError:
+            continue
+        tag = '"schema": "%s"' % schema
+        for line in f:
+            if tag in line:
+                v = json.loads(line.strip().rstrip(","))
+                yield v["name"], mptest.untag(v["value"]), v["cbor"]
+        f.close()
+        return
+
+
+def result_body(m):
+    # The firmware's bytes for result map m (ohnode.tasks.Tasks._result).
+    from ohnode.tasks import Tasks
+
+    vb = cbor.dumps(m[C.TR_VALUE]) if C.TR_VALUE in m else None
+    err = tuple(m[C.TR_ERROR]) if C.TR_ERROR in m else None
+    return Tasks._result(m[C.TR_ID], m[C.TR_STATE], vb, err, m.get(C.TR_MS))
