@@ -346,6 +346,28 @@ def test_endless_loop_times_out_board_resets_and_rejoins(cgrid, tmp_path):
     assert json.loads((tmp_path / "s2.json").read_text())["boards"][stuck]["done"] > 0  # it rejoined
 
 
+def test_a_loop_inside_a_batch_costs_its_neighbours_nothing(cgrid, tmp_path):
+    # Once "behave" is known to be quick, tasks travel in batches; one that
+    # never returns gets its board reset, and the batch fails as a whole. Its
+    # other tasks go again alone, free of charge (--retries 0 here): only the
+    # looping one fails.
+    home, fleet, job = cgrid
+    values = ["fine%d" % i for i in range(400)]
+    values[300] = "loop"
+    try:
+        proc = _cli(home, "run", "%s:behave" % job, "--inputs", _inputs(tmp_path, values), "--no-cache",
+                    "--timeout", "1", "--retries", "0", "--json-summary", tmp_path / "s.json", check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        res = _lines(proc.stdout)
+        assert [r["status"] for r in res] == ["failed" if i == 300 else "ok" for i in range(400)], proc.stderr
+        s = json.loads((tmp_path / "s.json").read_text())
+        assert s["batches"] > 0
+        alone = [r for r in s["retries"] if "its batch failed" in r["why"]]
+        assert alone and 300 in [r["task"] for r in alone], s["retries"]
+    finally:
+        _restore(fleet)
+
+
 def _try_status(board):
     try:
         return _status(board)

@@ -43,11 +43,21 @@ class Outcomes:
             self._enqueue(t, front=True)
         self._poke()
 
-    def _failed(self, b: Board, t: Task, a: Attempt, why: str) -> None:
+    def _failed(self, b: Board, t: Task, a: Attempt, why: str, batch: bool = False) -> None:
+        """Attempt ``a`` failed (the grid's fault, not the function's): try
+        ``t`` again elsewhere while retries are left. ``batch``: the attempt
+        was one of a batch that failed as a whole, so whose fault it was is
+        not known: the task goes again, alone (it has tried ``b`` now, so it
+        is not batched again), and this does not count against its retries."""
         self._ended(t, a)
         a.outcome, a.ended = "failed", time.monotonic()
         b.failed += 1
         if t.done:
+            return
+        if batch:
+            self._troubled.add(t)
+            self.summary.retry(t.index, b.name, why + " (its batch failed; sent again alone)", True)
+            self._enqueue(t, front=True)
             return
         t.failures.append((b.name, why))
         self._troubled.add(t)

@@ -377,9 +377,11 @@ class Scheduler(Outcomes, Health):
             return
         self._settle(b, t, a, res, kind, time.monotonic() - a.started)
 
-    def _on_error(self, b: Board, t: Task, a: Attempt, e: Exception, limit: float, first: bool = True) -> None:
+    def _on_error(self, b: Board, t: Task, a: Attempt, e: Exception, limit: float, first: bool = True,
+                  batch: bool = False) -> None:
         """Attempt ``a`` of ``t`` ended with ``e`` instead of an answer; ``first``:
-        the board's own state is to be updated too (once per request)."""
+        the board's own state is to be updated too (once per request);
+        ``batch``: ``a`` was part of a batch (see :meth:`Outcomes._failed`)."""
         if isinstance(e, BoardBusy):
             self._abandon(t, a)
             if first:
@@ -393,7 +395,7 @@ class Scheduler(Outcomes, Health):
         elif isinstance(e, NodeUnreachable):
             why = "no answer within %g s (the task's %g s limit plus %g s)" % (limit, t.timeout, limit - t.timeout) \
                 if not is_refusal(e) else "the board became unreachable (%s)" % (e.diagnostic or "down")
-            self._failed(b, t, a, why)
+            self._failed(b, t, a, why, batch)
             if first:
                 self._board_down(b)
         elif isinstance(e, CoapError):
@@ -401,9 +403,9 @@ class Scheduler(Outcomes, Health):
                 t.unfit.add(b.name)
             self._failed(b, t, a, "the board answered %s%s" % (
                 format_code(e.code) if e.code is not None else "nothing",
-                ": " + e.diagnostic if e.diagnostic else ""))
+                ": " + e.diagnostic if e.diagnostic else ""), batch)
         else:
-            self._failed(b, t, a, "%s: %s" % (type(e).__name__, e))
+            self._failed(b, t, a, "%s: %s" % (type(e).__name__, e), batch)
 
     async def _attempt_batch(self, b: Board, ts: list[Task]) -> None:
         """Send the fresh tasks ``ts`` (see :meth:`_batch_more`) to ``b`` in one
@@ -431,7 +433,7 @@ class Scheduler(Outcomes, Health):
                                                expect=min(len(ts) * usual * 1.5, t0.timeout))
         except (CoapError, OSError, ValueError) as e:
             for i, (t, a) in enumerate(zip(ts, attempts)):
-                self._on_error(b, t, a, e, limit, first=not i)
+                self._on_error(b, t, a, e, limit, first=not i, batch=True)
             return
         took = (time.monotonic() - now) / len(ts)
         self.summary.batches += 1
