@@ -57,6 +57,8 @@ from openheap.compute.job import prepare_over, run_job
 from openheap.compute.report import IP_UDP
 from openheap.sim.fleet import Fleet
 
+from benchlib import cpu_model
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MIB = 1 << 20
@@ -95,14 +97,7 @@ def sh(cmd) -> str:
 
 
 def env_info() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     dirty = sh(["git", "status", "--porcelain", "--", "firmware", "protocols", "host"])
     return {"date": sh(["date", "-u"]) or datetime.datetime.now(datetime.timezone.utc).isoformat(),
             "machine": platform.machine(), "cpu": cpu, "cores": os.cpu_count(),

@@ -65,6 +65,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from benchlib import cpu_model
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV_BIN = Path(sys.executable).parent
@@ -917,14 +919,7 @@ def med(xs):
 
 
 def environment(a) -> dict:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model("?")
     return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%a %b %d %H:%M:%S UTC %Y"),
             "machine": platform.machine(), "cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
             "python": platform.python_version()}

@@ -60,6 +60,8 @@ from ohproto import const as P
 from openheap.node import NodeClient, si_text
 from openheap.sim.fleet import Fleet, micropython_binary
 
+from benchlib import cpu_model
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENV_BIN = Path(sys.executable).parent
@@ -803,14 +805,7 @@ def wait_quiet(limit: float, threshold: float = 0.15) -> float:
 
 
 def environment() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     try:
         mp = sh([micropython_binary(), "-c",
                  "import sys;v=sys.implementation.version;print('%d.%d.%d' % v[:3] + ('-' + v[3] if len(v) > 3 and v[3] else ''),"

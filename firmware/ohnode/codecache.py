@@ -158,8 +158,7 @@ class CodeCache:
             u = self._u = U.Upload(req.peer, nm, self._tmp, size, now)
         elif not up:
             return rsp.err(P.REQUEST_ENTITY_INCOMPLETE, "no upload in progress")
-        code = U.take(u, self._srv, rsp, b1, num, more, szx, req.pl, self.max,
-                      "code cache holds %d bytes" % self.max, now)
+        code = U.take(u, self, rsp, b1, num, more, szx, req.pl, self.max, now)
         if code is not None:
             if u.f is None:
                 self._u = None

@@ -108,10 +108,7 @@ class Tasks:
         s = path[0]
         e = None
         if len(path) == 1 and 0 < len(s) < 11 and s.isdigit():
-            tid = int(s)
-            for x in self._all:
-                if x[_ID] == tid:
-                    e = x
+            e = self._find(int(s))
         if e is None:
             return rsp.err(P.NOT_FOUND, "no such task")
         if m == P.GET:

@@ -54,17 +54,18 @@ def block(req, rsp):
     return b1, num, more, szx
 
 
-def take(u, srv, rsp, b1, num, more, szx, pl, cap, big, now):
+def take(u, own, rsp, b1, num, more, szx, pl, cap, now):
     # Block num of upload u (not block 0's checks: the owner's). None when
     # written; else the code answered: 2.31 for a block sent again, 4.08
-    # naming the first block missing after a gap (u kept), 4.13 beyond cap,
-    # (with text big and Size1 = cap), 4.00 beyond Size1, 5.03 no space (u
-    # dropped: the owner forgets it, seeing u.f is None).
+    # naming the first block missing after a gap (u kept), 4.13 beyond cap
+    # (own._too_large answers it), 4.00 beyond Size1, 5.03 no space (u
+    # dropped: the owner forgets it, seeing u.f is None). own: the owner
+    # (ohnode.shares.Shares, ohnode.codecache.CodeCache).
     ln = len(pl)
     off = num << (szx + 4)
     if off != u.off:
         if off + ln <= u.off and more:  # taken already
-            return ack(srv, rsp, b1, num, more, szx)
+            return ack(own._srv, rsp, b1, num, more, szx)
         # A gap (a block of a burst was lost): the upload stays; the Block1
         # option names the first block missing, to send again.
         rsp.err(P.REQUEST_ENTITY_INCOMPLETE, "block out of sequence")
@@ -72,9 +73,7 @@ def take(u, srv, rsp, b1, num, more, szx, pl, cap, big, now):
         return rsp.code
     if off + ln > cap:
         _end(u)
-        rsp.err(P.REQUEST_ENTITY_TOO_LARGE, big)
-        rsp.add(P.OPT_SIZE1, cap)
-        return rsp.code
+        return own._too_large(rsp)
     if u.size is not None and off + ln > u.size:
         _end(u)
         return rsp.err(P.BAD_REQUEST, "more data than Size1")

@@ -67,14 +67,8 @@ def encode(t: int, code: int, mid: int, token: bytes, opts, payload: bytes | mem
     out += token
     prev = 0
     for num, val in opts:
-        d, n = num - prev, len(val)
+        out += _opt(num - prev, val)
         prev = num
-        dn, dx = _nibble(d)
-        ln, lx = _nibble(n)
-        out.append((dn << 4) | ln)
-        out += dx
-        out += lx
-        out += val
     if payload:
         out.append(0xFF)
         out += payload

@@ -43,6 +43,12 @@ def work(x):
     return [x, h.digest()[0]]
 
 
+def slow_work(x):
+    import time
+    time.sleep_ms(3)  # a job that lasts long enough to lose a board in the middle
+    return work(x)
+
+
 def behave(what):
     if what == "raise":
         raise ValueError("bad input " + what)
@@ -299,7 +305,7 @@ def test_board_killed_mid_job(cgrid):
     victim = fleet.ls()[3]
     try:
         with openheap.Executor(home=home, cache=False) as ex:
-            futs = [ex.submit(mod.work, i) for i in range(1500)]
+            futs = [ex.submit(mod.slow_work, i) for i in range(1500)]
             wait_for(lambda: sum(f.done() for f in futs) >= 200, timeout=30, interval=0.01)
             fleet.kill(victim.name)
             results = [f.result(timeout=60) for f in futs]

@@ -202,7 +202,7 @@ def test_registers_refreshes_and_registers_again(fleet, board, coord_port):
         assert st[P.ST_REGISTERED] is True
         # The heap a registered board has free at rest is its margin for a
         # share upload's 1 KB datagrams on a fragmented heap: with about
-        # 13 KB uploads on 8 boards failed (measured); 15.5 KB since the
+        # 12.8 KB 300 KB puts on 8 boards failed (measured); 15.5 KB since the
         # protocol constants are folded in at build time. The firmware tests
         # run with a larger heap (their own code shares it), so this is
         # where a firmware change that costs heap shows.

@@ -27,6 +27,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from ohproto import const as P
 from openheap.compute import wire as W
 from openheap.errors import CoapError, UsageError
 from openheap.storage import crypto
@@ -155,35 +156,27 @@ class Source:
         szx = 0
         while szx < 6 and (16 << szx) < r.length:
             szx += 1
-        for client in self.holders.get(r.shnum, []):
-            if time.monotonic() - self._bad.get(client.name, -SKIP) < SKIP:
-                continue
-            try:
-                chan = await client.channel()
-                chan.timeout = 5.0
-                ct = await chan.read_range(self.share_path(r.shnum), r.share_offset, r.length, szx)
-            except (CoapError, OSError):
-                self._bad[client.name] = time.monotonic()
-                continue
-            if len(ct) == r.length:
-                self.fetched += len(ct)
-                return crypto.decrypt(self.key, r.offset, ct)
-        return None
+        ct = await self._read(r.shnum, r.share_offset, r.length, szx)
+        return None if ct is None else crypto.decrypt(self.key, r.offset, ct)
 
     async def _block(self, r: Range) -> bytes | None:
         """The ciphertext of the block holding ``r``, or None if no holder gave it."""
-        start = r.share_offset - r.block_pos
-        for client in self.holders.get(r.shnum, []):
+        return await self._read(r.shnum, r.share_offset - r.block_pos, r.block_size)
+
+    async def _read(self, shnum: int, start: int, length: int, szx: int = P.MAX_BLOCK_SZX) -> bytes | None:
+        """``length`` bytes of share ``shnum`` from ``start``, from the first
+        holder that gives them all (one that fails is skipped for SKIP
+        seconds), or None."""
+        for client in self.holders.get(shnum, []):
             if time.monotonic() - self._bad.get(client.name, -SKIP) < SKIP:
                 continue
             try:
                 chan = await client.channel()
                 chan.timeout = 5.0
-                ct = await chan.read_range(self.share_path(r.shnum), start, r.block_size)
+                ct = await chan.read_range(self.share_path(shnum), start, length, szx)
             except (CoapError, OSError):
-                self._bad[client.name] = time.monotonic()
-                continue
-            if len(ct) == r.block_size:
+                ct = b""
+            if len(ct) == length:
                 self.fetched += len(ct)
                 return ct
             self._bad[client.name] = time.monotonic()

@@ -1,0 +1,17 @@
+"""What the benchmarks in bench/ share (imported as ``benchlib``: a script's
+own folder is on ``sys.path``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def cpu_model(default: str = "") -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``default`` if none)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return default
