@@ -57,7 +57,7 @@ from openheap.compute.job import prepare_over, run_job
 from openheap.compute.report import IP_UDP
 from openheap.sim.fleet import Fleet
 
-from benchlib import cpu_model
+from benchlib import append_results, cpu_model
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -345,11 +345,7 @@ def main() -> int:
     text = report(a, R, env)
     print(text)
     if a.results:
-        path = Path(a.results)
-        head = "" if path.exists() and path.stat().st_size else "# Benchmark results\n"
-        with open(path, "a") as f:
-            f.write(head + "\n" + text)
-        log("appended to", path)
+        log("appended to", append_results(a.results, text, "# Benchmark results\n"))
     return 0
 
 

@@ -65,7 +65,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from benchlib import cpu_model
+from benchlib import append_results, cpu_model
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -1384,11 +1384,7 @@ def inner(argv) -> int:
     print(text)
     log("elapsed %.0f s" % R["elapsed_s"])
     if a.results and ok:
-        path = Path(a.results)
-        head = "" if path.exists() and path.stat().st_size else RESULTS_HEADER
-        with open(path, "a") as f:
-            f.write(head + "\n" + text)
-        log("appended to", path)
+        log("appended to", append_results(a.results, text, RESULTS_HEADER))
     if a.json:
         Path(a.json).write_text(json.dumps({"env": env, "args": vars(a), "results": R}, indent=1, default=str))
     fails = sum(len(R[k]["failures"]) for k in ("openheap", "tahoe", "big") if k in R)

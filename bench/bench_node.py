@@ -60,7 +60,7 @@ from ohproto import const as P
 from openheap.node import NodeClient, si_text
 from openheap.sim.fleet import Fleet, micropython_binary
 
-from benchlib import cpu_model
+from benchlib import append_results, cpu_model
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -1122,11 +1122,7 @@ def main(argv=None) -> int:
     print(text)
     log("elapsed %.1f s" % R["elapsed_s"])
     if a.results:
-        path = Path(a.results)
-        head = "" if path.exists() and path.stat().st_size else RESULTS_HEADER
-        with open(path, "a") as f:
-            f.write(head + "\n" + text)
-        log("appended to", path)
+        log("appended to", append_results(a.results, text, RESULTS_HEADER))
     if a.json:
         Path(a.json).write_text(json.dumps({"env": env, "args": vars(a), "results": R}, indent=1, default=str))
     return 0

@@ -15,3 +15,13 @@ def cpu_model(default: str = "") -> str:
     except OSError:
         pass
     return default
+
+
+def append_results(path, text: str, header: str) -> Path:
+    """Append a benchmark's section ``text`` to ``path`` (bench/RESULTS.md),
+    after ``header`` when the file is new or empty; returns the path."""
+    path = Path(path)
+    head = "" if path.exists() and path.stat().st_size else header
+    with open(path, "a") as f:
+        f.write(head + "\n" + text)
+    return path
