@@ -17,6 +17,9 @@ class Msg:
     # the options are positions in the datagram kept in arrays made once,
     # so parsing allocates nothing per option (the GC is the main cost of a
     # datagram on a small heap).
+    tcp = None  # the connection (ohnode.tcpconn) it came on; None: UDP
+    rest = 0  # payload bytes still on that connection (a BERT block)
+    # (class attributes: a UDP message's instance never grows by them)
     def __init__(self):
         self.t = 0
         self.code = 0
@@ -125,9 +128,6 @@ def parse(buf, m):
     m.t = (b >> 4) & 3
     c = m.code = buf[1]
     m.mid = (buf[2] << 8) | buf[3]
-    m.n = 0
-    m.buf = buf
-    m.pl = b""
     tkl = b & 15
     if tkl > 8:
         raise FormatError("token length")
@@ -140,6 +140,15 @@ def parse(buf, m):
     if m.code == 0 and (tkl or n > 4):
         raise FormatError("empty message")
     m.tok = bytes(buf[4:p]) if tkl else b""
+    return opts(buf, m, p, n, 0)
+
+
+def opts(buf, m, p, n, more):
+    # The options of m from buf[p:n], and the payload after them (more: its
+    # bytes after n, still to come). The TCP framing (ohnode.tcpconn) uses this.
+    m.n = 0
+    m.buf = buf
+    m.pl = b""
     nums = m._num
     at = m._at
     lns = m._ln
@@ -149,9 +158,9 @@ def parse(buf, m):
         b = buf[p]
         p += 1
         if b == _MARKER:
-            if p == n:
+            if p == n and not more:
                 raise FormatError("marker without payload")
-            m.pl = memoryview(buf)[p:]
+            m.pl = memoryview(buf)[p:n]
             break
         # the delta and length nibbles; 13 and 14 take 1 and 2 more bytes
         d = b >> 4
@@ -255,9 +264,10 @@ def block_val(num, more, szx):
     return uint_bytes((num << 4) | (8 if more else 0) | szx)
 
 
-def block_of(v):
-    # (num, more, szx) from an option value; szx 7 is reserved.
+def block_of(v, bert=False):
+    # (num, more, szx) from an option value; szx 7 is reserved, except over
+    # TCP (bert): BERT, NUM counting 1024-byte blocks (RFC 8323 6).
     x = uint_of(v)
-    if len(v) > 3 or (x & 7) == 7:
+    if len(v) > 3 or ((x & 7) == 7 and not bert):
         raise FormatError("block option")
     return x >> 4, (x >> 3) & 1, x & 7
