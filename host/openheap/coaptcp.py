@@ -110,6 +110,11 @@ class TcpChannel:
             raise TcpUnavailable("%s: no CoAP over TCP (%s)" % (self.name, e or type(e).__name__), busy) from None
         return self
 
+    @property
+    def broken(self) -> bool:
+        """The connection failed or was closed: no more requests on it."""
+        return self._error is not None or self._w is None
+
     def close(self) -> None:
         """Close the connection; requests still waiting fail."""
         if self._reader is not None:
@@ -299,7 +304,7 @@ async def acquire(host: str, port: int, *, name: str | None = None, timeout: flo
     lock = _LOCKS.setdefault(key, asyncio.Lock())
     async with lock:
         ch = _POOL.get(key)
-        if ch is not None and (ch._error is not None or ch._w is None):
+        if ch is not None and ch.broken:
             _forget(ch)
             ch = None
         if ch is None:
@@ -315,7 +320,7 @@ def release(ch: TcpChannel) -> None:
     """Let go of a channel from :func:`acquire`; the last user's release closes it."""
     ch._users -= 1
     if ch._users <= 0:
-        _forget(ch)
+        _forget(ch)  # (the node stops listening once its last connection ends)
 
 
 def _forget(ch: TcpChannel) -> None:

@@ -1,12 +1,14 @@
 """Talking to one node: an aiocoap client for the resources in
 protocols/RESOURCES.md.
 
-Share data (PUT, GET, the share set, DELETE) goes through the lean bulk
-channel of :mod:`openheap.bulk` (Block1 and Block2 runs, a measured
-retransmission timer, a budget in seconds): a share is streamed from a
-file-like source to the node and from the node to the caller without ever
-being held whole, and the node's preferred block size (RFC 7959 2.3) is
-honoured mid-transfer. Status, discovery, Observe and :meth:`NodeClient.request`
+Share bytes (PUT and ranged GET) go over CoAP over TCP in BERT blocks
+(:mod:`openheap.coaptcp`, one connection per node shared by the process)
+when the node takes it, else through the lean UDP bulk channel of
+:mod:`openheap.bulk` (Block1 and Block2 runs, a measured retransmission
+timer, a budget in seconds), which also carries the share set and DELETE:
+a share is streamed from a file-like source to the node and from the node
+to the caller without ever being held whole, and the node's preferred block
+size (RFC 7959 2.3) is honoured mid-transfer. Status, discovery, Observe and :meth:`NodeClient.request`
 use aiocoap.
 Every error response becomes an :class:`openheap.errors.CoapError` carrying
 the code and the node's diagnostic text; silence becomes
@@ -113,11 +115,12 @@ class NodeClient:
         client. The channel is this process's one connection to the node,
         shared with other clients (:func:`openheap.coaptcp.acquire`).
 
-        A node listens on TCP from its first share request on, until idle
-        (protocols/RESOURCES.md): refused, the client asks for the share
-        set of ``si`` over UDP and connects again, once."""
+        A node listens on TCP from a share set request with ``?tcp`` until
+        its last connection ends (protocols/RESOURCES.md): refused, the
+        client sends that request for ``si`` over UDP and connects again,
+        once; a node busy with another connection is tried again soon."""
         async with self._tcp_lock:
-            if self._tcp is not None and self._tcp._error is not None:
+            if self._tcp is not None and self._tcp.broken:
                 coaptcp.release(self._tcp)
                 self._tcp = None
                 if not self._tcp_again:  # it broke: connect again, once
