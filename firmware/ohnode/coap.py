@@ -119,33 +119,32 @@ def header(buf):
     return (buf[0] >> 4) & 3, buf[1], (buf[2] << 8) | buf[3]
 
 
-def parse(buf, m):
+def parse(buf, m, p=-1, n=-1, more=0):
     # Fill m from buf (bytes). Raises FormatError on a message format error.
-    n = len(buf)
-    if n < 4 or buf[0] >> 6 != _VERSION:
-        raise FormatError("header")
-    b = buf[0]
-    m.t = (b >> 4) & 3
-    c = m.code = buf[1]
-    m.mid = (buf[2] << 8) | buf[3]
-    tkl = b & 15
-    if tkl > 8:
-        raise FormatError("token length")
-    c >>= 5
-    if c == 1 or c == 6 or c == 7:
-        raise FormatError("reserved class")
-    p = 4 + tkl
-    if p > n:
-        raise FormatError("token")
-    if m.code == 0 and (tkl or n > 4):
-        raise FormatError("empty message")
-    m.tok = bytes(buf[4:p]) if tkl else b""
-    return opts(buf, m, p, n, 0)
-
-
-def opts(buf, m, p, n, more):
-    # The options of m from buf[p:n], and the payload after them (more: its
-    # bytes after n, still to come). The TCP framing (ohnode.tcpconn) uses this.
+    # With p >= 0 (the TCP framing, ohnode.tcpconn): only the options from
+    # buf[p:n] and the payload after them (more: its bytes after n, still to
+    # come); the caller set the code and token. (One function, one frame:
+    # a second call per datagram would be a heap frame per datagram.)
+    if p < 0:
+        n = len(buf)
+        if n < 4 or buf[0] >> 6 != _VERSION:
+            raise FormatError("header")
+        b = buf[0]
+        m.t = (b >> 4) & 3
+        c = m.code = buf[1]
+        m.mid = (buf[2] << 8) | buf[3]
+        tkl = b & 15
+        if tkl > 8:
+            raise FormatError("token length")
+        c >>= 5
+        if c == 1 or c == 6 or c == 7:
+            raise FormatError("reserved class")
+        p = 4 + tkl
+        if p > n:
+            raise FormatError("token")
+        if m.code == 0 and (tkl or n > 4):
+            raise FormatError("empty message")
+        m.tok = bytes(buf[4:p]) if tkl else b""
     m.n = 0
     m.buf = buf
     m.pl = b""

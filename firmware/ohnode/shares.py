@@ -24,7 +24,7 @@ _UP_GC = const(32768)
 # The usual threshold (config gc_threshold): collecting often frees
 # short-lived garbage before long-lived objects land between it, which keeps
 # 1 KB holes for datagrams and task results on a fragmented heap.
-_GC = const(4096)
+_GC = const(2048)
 
 
 def _si_bytes(s):

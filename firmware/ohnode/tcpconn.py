@@ -105,7 +105,7 @@ class Conn:
                 raise OSError(104)
             m.rest -= n
             if put:
-                put(self._mv[:n])
+                put(self._mv if n == _RX else self._mv[:n])  # (a full one: no new view)
 
     async def run(self):
         await self._write(self._frame(P.CSM, b"", [(P.OPT_MAX_MESSAGE_SIZE, coap.uint_bytes(_MMS)), (P.OPT_BLOCK_WISE_TRANSFER, b"")], 0), True)
@@ -135,7 +135,7 @@ class Conn:
             self._a = a + h + k
             m.rest = ln - k
             try:
-                coap.opts(self._b, m, a + h, a + h + k, m.rest)
+                coap.parse(self._b, m, a + h, a + h + k, m.rest)
             except coap.FormatError:
                 m.n = 0  # answered as a bad request
                 m.code |= 0x100
