@@ -17,6 +17,9 @@ class Msg:
     # the options are positions in the datagram kept in arrays made once,
     # so parsing allocates nothing per option (the GC is the main cost of a
     # datagram on a small heap).
+    tcp = None  # the connection (ohnode.tcpconn) it came on; None: UDP
+    rest = 0  # payload bytes still on that connection (a BERT block)
+    # (class attributes: a UDP message's instance never grows by them)
     def __init__(self):
         self.t = 0
         self.code = 0
@@ -116,30 +119,35 @@ def header(buf):
     return (buf[0] >> 4) & 3, buf[1], (buf[2] << 8) | buf[3]
 
 
-def parse(buf, m):
+def parse(buf, m, p=-1, n=-1, more=0):
     # Fill m from buf (bytes). Raises FormatError on a message format error.
-    n = len(buf)
-    if n < 4 or buf[0] >> 6 != _VERSION:
-        raise FormatError("header")
-    b = buf[0]
-    m.t = (b >> 4) & 3
-    c = m.code = buf[1]
-    m.mid = (buf[2] << 8) | buf[3]
+    # With p >= 0 (the TCP framing, ohnode.tcpconn): only the options from
+    # buf[p:n] and the payload after them (more: its bytes after n, still to
+    # come); the caller set the code and token. (One function, one frame:
+    # a second call per datagram would be a heap frame per datagram.)
+    if p < 0:
+        n = len(buf)
+        if n < 4 or buf[0] >> 6 != _VERSION:
+            raise FormatError("header")
+        b = buf[0]
+        m.t = (b >> 4) & 3
+        c = m.code = buf[1]
+        m.mid = (buf[2] << 8) | buf[3]
+        tkl = b & 15
+        if tkl > 8:
+            raise FormatError("token length")
+        c >>= 5
+        if c == 1 or c == 6 or c == 7:
+            raise FormatError("reserved class")
+        p = 4 + tkl
+        if p > n:
+            raise FormatError("token")
+        if m.code == 0 and (tkl or n > 4):
+            raise FormatError("empty message")
+        m.tok = bytes(buf[4:p]) if tkl else b""
     m.n = 0
     m.buf = buf
     m.pl = b""
-    tkl = b & 15
-    if tkl > 8:
-        raise FormatError("token length")
-    c >>= 5
-    if c == 1 or c == 6 or c == 7:
-        raise FormatError("reserved class")
-    p = 4 + tkl
-    if p > n:
-        raise FormatError("token")
-    if m.code == 0 and (tkl or n > 4):
-        raise FormatError("empty message")
-    m.tok = bytes(buf[4:p]) if tkl else b""
     nums = m._num
     at = m._at
     lns = m._ln
@@ -149,9 +157,9 @@ def parse(buf, m):
         b = buf[p]
         p += 1
         if b == _MARKER:
-            if p == n:
+            if p == n and not more:
                 raise FormatError("marker without payload")
-            m.pl = memoryview(buf)[p:]
+            m.pl = memoryview(buf)[p:n]
             break
         # the delta and length nibbles; 13 and 14 take 1 and 2 more bytes
         d = b >> 4
@@ -255,9 +263,10 @@ def block_val(num, more, szx):
     return uint_bytes((num << 4) | (8 if more else 0) | szx)
 
 
-def block_of(v):
-    # (num, more, szx) from an option value; szx 7 is reserved.
+def block_of(v, bert=False):
+    # (num, more, szx) from an option value; szx 7 is reserved, except over
+    # TCP (bert): BERT, NUM counting 1024-byte blocks (RFC 8323 6).
     x = uint_of(v)
-    if len(v) > 3 or (x & 7) == 7:
+    if len(v) > 3 or ((x & 7) == 7 and not bert):
         raise FormatError("block option")
     return x >> 4, (x >> 3) & 1, x & 7

@@ -127,8 +127,7 @@ class CodeCache:
 
     # -- uploads (RFC 7959 2.5: Block1, the rules of share uploads)
     def _cancel(self):
-        if self._u.f is not None:
-            self._u.drop()
+        self._u.drop()
         self._u = None
 
     def _put(self, req, rsp, nm):
@@ -158,7 +157,7 @@ class CodeCache:
             u = self._u = U.Upload(req.peer, nm, self._tmp, size, now)
         elif not up:
             return rsp.err(P.REQUEST_ENTITY_INCOMPLETE, "no upload in progress")
-        code = U.take(u, self, rsp, b1, num, more, szx, req.pl, self.max, now)
+        code = U.take(u, self, rsp, b1, num, more, szx, req.pl, 0, self.max, now)
         if code is not None:
             if u.f is None:
                 self._u = None

@@ -38,6 +38,8 @@ async def _feeder(plat, srv, period, changed):
             from ohnode.lazy import retire
 
             retire(srv, plat.ticks)
+        if "ohnode.tcp" in sys.modules:  # (started by the share store)
+            sys.modules["ohnode.tcp"].retire(plat.ticks)
         left = ms - diff(now(), t0)
         try:
             await asyncio.wait_for_ms(changed.wait(), _FEED_MS if left > _FEED_MS else max(left, 0))
@@ -90,10 +92,13 @@ async def _run(plat, cfg, root):
         pass
     sock.bind(ai[-1])
     srv = Server(sock, cfg)
+
     srv.client = Client(srv, cfg.get("ack_timeout_ms", P.ACK_TIMEOUT_MS))
     sh = Shares(srv, root, cfg, plat.ticks)
     st = Status(srv, cfg, sh, plat.ticks)
     srv.res[P.PATH_SHARES] = sh
+    if cfg.get("tcp", 1):  # CoAP over TCP (ohnode.tcp), from the first share request on
+        sh.tcp = plat.ticks
     srv.res[P.PATH_STATUS] = st
     if lost is not None:
         st.lost = lost

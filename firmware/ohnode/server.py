@@ -22,7 +22,8 @@ _KNOWN = (1, 3, 5, 6, 7, 11, 12, 14, 15, 17, 23, 27, 28, 35, 39, 60, 258)
 
 
 class Rsp:
-    # The response being built; reused for every request.
+    # The response being built; reused for every request. (Over TCP it has
+    # two more: big, a payload streamed, and fin: ohnode.tcpconn.)
     def __init__(self, size=_BUF):
         self.buf = bytearray(size)  # payload scratch space for resources
         self.reset()
@@ -272,6 +273,9 @@ class Server:
             rsp.err(P.BAD_REQUEST, "Uri-Path is not UTF-8")
             return
         key = path[0] if path else ""
+        if m.rest and key != P.PATH_SHARES:  # a payload on TCP that only a
+            rsp.err(P.REQUEST_ENTITY_TOO_LARGE, "payload too large")  # resource
+            return  # streaming it may take (ohnode.shares; the rest is skipped)
         r = self.res.get(key)
         if r is None:
             if key == P.PATH_WELL_KNOWN:
@@ -325,32 +329,38 @@ class Server:
         return self.client.next_mid()
 
     # -- block-wise responses (RFC 7959 2.4)
-    def block2(self, req, rsp, size, read):
+    def block2(self, req, rsp, size, read, most=P.BERT_MAX):
         # Answer the Block2 slice the request asks for; read(off, mv) fills
-        # mv with the representation's bytes at off and returns mv.
+        # mv with the representation's bytes at off and returns mv. Over TCP
+        # the payload is read as it goes out (rsp.big), and a BERT request
+        # (SZX 7) from a peer that takes BERT gets up to `most` blocks of
+        # 1024 bytes, as many as its Max-Message-Size allows.
         szx = self.szx
         v = req.opt(P.OPT_BLOCK2)
+        c = req.tcp
         off = 0
         if v is not None:
-            num, _, s = coap.block_of(v)
-            off = num << (s + 4)
-            if s < szx:
+            num, _, s = coap.block_of(v, c)
+            off = num << ((s if s < 7 else 6) + 4)  # (BERT: NUM counts KiB)
+            if s < szx or (s == 7 and c.bert):
                 szx = s
         # Larger blocks asked for than we use: same byte offset, our block
         # size, renumbered (RFC 7959 2.4).
-        bs = 1 << (szx + 4)
+        bs = 1 << ((szx if szx < 7 else 6) + 4)
         num = off // bs
         if off > size or (off == size and num):
             return rsp.err(P.BAD_OPTION, "block beyond end")
-        n = min(bs, size - off)
+        n = min(bs * (c.room(most) if szx == 7 else 1), size - off)
         more = off + n < size
         self.b2 = (num, szx)
         if more or v is not None:
             rsp.add(P.OPT_BLOCK2, coap.block_val(num, more, szx))
         if num == 0 and more:
             rsp.add(P.OPT_SIZE2, size)
-        if n:
-            rsp.pl = read(off, memoryview(rsp.buf)[:n])
+        if n and c:
+            rsp.big = (read, off, n)
+        elif n:  # (the scratch may be lent to a TCP connection: ohnode.tcpconn)
+            rsp.pl = read(off, memoryview(rsp.buf if len(rsp.buf) >= n else bytearray(n))[:n])
         return rsp.code
 
     def burst(self, req, size, read, n):
@@ -360,6 +370,8 @@ class Server:
         num, szx = self.b2
         bs = 1 << (szx + 4)
         buf = memoryview(self._rsp.buf)
+        if not len(buf):  # lent: the client asks for the rest again
+            return
         errs = self.errs
         for i in range(num + 1, num + n):
             off = i * bs
@@ -376,7 +388,7 @@ class Server:
     def observe(self, req, rsp, key):
         # Register or deregister the requester; adds the Observe option.
         v = req.opt_uint(P.OPT_OBSERVE)
-        if v is None:
+        if v is None or req.tcp:  # (notifications go over UDP only)
             return
         obs = self.obs
         for o in obs:

@@ -16,15 +16,15 @@ _SLOTS = const(2)  # concurrent uploads
 _IDLE_MS = const(60000)  # an upload silent this long is abandoned
 _SYNC_DELETES = const(4)  # DELETE /s/<si> of more files answers separately
 _ENOENT = const(2)
-# Bytes allocated between collections while an upload runs: its garbage is
-# the datagrams themselves (1 KB each, dead at once), and with the node's
+# Bytes allocated between collections while an upload over UDP runs: its
+# garbage is the datagrams themselves (1 KB each, dead at once), and with the node's
 # usual threshold a collection came every few blocks (measured: 84 -> 71 us
 # of board CPU per block). Back to the usual one when no upload runs.
 _UP_GC = const(32768)
 # The usual threshold (config gc_threshold): collecting often frees
 # short-lived garbage before long-lived objects land between it, which keeps
 # 1 KB holes for datagrams and task results on a fragmented heap.
-_GC = const(8192)
+_GC = const(2048)
 
 
 def _si_bytes(s):
@@ -77,11 +77,12 @@ def _digest(req):
     return None
 
 
-def _burst(req):
-    # The b= query of a GET: how many blocks to send (1 when absent or bad).
+def _burst(req, most):
+    # The b= query of a GET: how many blocks to send (1 when absent or bad;
+    # at most `most`).
     for s in req.opt_all(P.OPT_URI_QUERY):
         if s.startswith(P.QUERY_BURST) and 2 < len(s) < 7 and s[2:].isdigit():
-            return min(int(s[2:]), P.BURST_MAX)
+            return min(int(s[2:]), most)
     return 1
 
 
@@ -102,6 +103,7 @@ def _count(d):
 
 
 class Shares:
+    tcp = None  # the node's ticks when it serves CoAP over TCP (ohnode.tcp)
     def __init__(self, srv, root, cfg, ticks):
         self._srv = srv
         self.dir = root + "/s"  # the share folders, and temporaries (.up<slot>, .lt)
@@ -156,6 +158,10 @@ class Shares:
     def handle(self, req, rsp, path):
         n = len(path)
         m = req.code
+        if self.tcp and m == P.GET and P.QUERY_TCP in req.opt_all(P.OPT_URI_QUERY):
+            from ohnode import tcp  # ?tcp: a host wants to move shares over TCP
+
+            tcp.on(self._srv, self.tcp)
         if n == 0:
             if m != P.GET:
                 return rsp.err(P.METHOD_NOT_ALLOWED, "GET only")
@@ -248,12 +254,17 @@ class Shares:
             return mv
 
         rsp.add(P.OPT_CONTENT_FORMAT, P.CF_OCTET_STREAM)
+        tcp = req.tcp is not None
         try:
-            code = self._srv.block2(req, rsp, size, rd)
+            # over TCP, b= bounds a BERT answer instead (0: as the node likes)
+            code = self._srv.block2(req, rsp, size, rd, _burst(req, P.BERT_MAX) if tcp else 1)
         except Exception:
             f.close()
             raise
-        n = _burst(req)
+        if tcp and rsp.big:  # streamed by the connection, which closes f after
+            rsp.fin = f.close
+            return code
+        n = 0 if tcp else _burst(req, P.BURST_MAX)
         if n > 1 and code == P.CONTENT:
             # ?b=n: the n-1 blocks after this one follow as NON responses
             # with the same token (after the answer itself), then f closes.
@@ -346,12 +357,16 @@ class Shares:
         return None
 
     def _gc(self):
-        gc.threshold(_UP_GC if self._active() else self.gc_threshold)
+        # (An upload over TCP makes little garbage: the usual threshold.)
+        for u in self._up:
+            if u is not None and not hasattr(u.peer, "pull"):  # (a UDP peer: an address)
+                gc.threshold(_UP_GC)
+                return
+        gc.threshold(self.gc_threshold)
 
     def _drop(self, u):
         self._st = None
-        if u.f is not None:
-            u.drop()
+        u.drop()
         self._up[self._up.index(u)] = None
         self._gc()
 
@@ -370,7 +385,7 @@ class Shares:
             # (replacing a share, as a repair does, is fine at the limit)
             rsp.err(P.SERVICE_UNAVAILABLE, "share limit reached")
             return None
-        need = size if size is not None else len(req.pl)
+        need = size if size is not None else len(req.pl) + req.rest
         srv = self._srv
         if P.PATH_TASKS in srv.res or P.PATH_CODE in srv.res:
             srv.more(None)  # an idle task machinery gives its heap to the upload
@@ -380,6 +395,7 @@ class Shares:
             return None
         for i in range(_SLOTS):
             if self._up[i] is None:
+                gc.collect()  # the file's buffers go low, out of the way
                 u = U.Upload(req.peer, key, "%s/.up%d" % (self.dir, i), size, now)
                 u.digest = digest
                 self._up[i] = u
@@ -403,7 +419,7 @@ class Shares:
             return rsp.code
         b1, num, more, szx = b
         pl = req.pl
-        ln = len(pl)
+        ln = len(pl) + req.rest
         now = self._ticks[0]()
         u = self._find(req.peer, p)
         if u is not None and self._ticks[1](now, u.t) > _IDLE_MS:
@@ -428,14 +444,9 @@ class Shares:
             u.lease = lq
         elif u is None:
             return rsp.err(P.REQUEST_ENTITY_INCOMPLETE, "no upload in progress")
-        code = U.take(u, self, rsp, b1, num, more, szx, pl, self.max_share, now)
-        if code is not None:
-            if u.f is None:
-                self._drop(u)
-            return code
-        if more:
-            return U.ack(self._srv, rsp, b1, num, more, szx)
-        if num:  # the hash may come with the last block (one-pass uploads)
+        if num and not more:  # the hash and lease may come with the last block
+            # (one-pass uploads; read before its payload: a streamed one
+            # reuses the options' buffer)
             d = _digest(req)
             if d == b"" or (d and u.digest and d != u.digest):
                 self._drop(u)
@@ -447,6 +458,19 @@ class Shares:
                 return rsp.err(P.BAD_REQUEST, "l= must be seconds, at most %d" % P.LEASE_MAX)
             if lq is not None:
                 u.lease = lq
+        code = U.take(u, self, rsp, b1, num, more, szx, pl, req.rest, self.max_share, now)
+        if code is not None:
+            if u.f is None:
+                self._drop(u)
+            return code
+        if req.rest:  # a BERT block: the rest comes from the connection
+            rsp.later = req.tcp.upload(self, u, (si, p, b1, num, more, szx))
+            return None
+        return self._put_end(rsp, u, si, p, b1, num, more, szx)
+
+    def _put_end(self, rsp, u, si, p, b1, num, more, szx):
+        if more:
+            return U.ack(self._srv, rsp, b1, num, more, szx)
         if not u.digest:
             self._drop(u)
             return rsp.err(P.BAD_REQUEST, "need h=<sha256 hex> query")

@@ -123,9 +123,21 @@ class Response:
         self.t = (b0 >> 4) & 3
         tkl = b0 & 15
         self.token = data[4:4 + tkl]
+        self._options(data, 4 + tkl)
+
+    @classmethod
+    def of(cls, code: int, token: bytes, body: bytes) -> "Response":
+        """A response that came without a UDP header (CoAP over TCP): its
+        code, token and the options and payload after them."""
+        r = cls.__new__(cls)
+        r.t, r.code, r.mid, r.token = None, code, 0, token
+        r._options(body, 0)
+        return r
+
+    def _options(self, data: bytes, i: int) -> None:
         self.opts: dict[int, list[bytes]] = {}
         self.payload = b""
-        i, num, n = 4 + tkl, 0, len(data)
+        num, n = 0, len(data)
         while i < n:
             b = data[i]
             if b == 0xFF:

@@ -1,12 +1,14 @@
 """Talking to one node: an aiocoap client for the resources in
 protocols/RESOURCES.md.
 
-Share data (PUT, GET, the share set, DELETE) goes through the lean bulk
-channel of :mod:`openheap.bulk` (Block1 and Block2 runs, a measured
-retransmission timer, a budget in seconds): a share is streamed from a
-file-like source to the node and from the node to the caller without ever
-being held whole, and the node's preferred block size (RFC 7959 2.3) is
-honoured mid-transfer. Status, discovery, Observe and :meth:`NodeClient.request`
+Share bytes (PUT and ranged GET) go over CoAP over TCP in BERT blocks
+(:mod:`openheap.coaptcp`, one connection per node shared by the process)
+when the node takes it, else through the lean UDP bulk channel of
+:mod:`openheap.bulk` (Block1 and Block2 runs, a measured retransmission
+timer, a budget in seconds), which also carries the share set and DELETE:
+a share is streamed from a file-like source to the node and from the node
+to the caller without ever being held whole, and the node's preferred block
+size (RFC 7959 2.3) is honoured mid-transfer. Status, discovery, Observe and :meth:`NodeClient.request`
 use aiocoap.
 Every error response becomes an :class:`openheap.errors.CoapError` carrying
 the code and the node's diagnostic text; silence becomes
@@ -20,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import io
+import os
 from typing import AsyncIterator, BinaryIO
 
 import aiocoap
@@ -29,10 +32,13 @@ from aiocoap.optiontypes import BlockOption
 
 from ohproto import const as P
 from openheap.bulk import Channel
+from openheap import coaptcp
+from openheap.coaptcp import TcpChannel, TcpUnavailable
 from openheap.errors import CoapError, NodeUnreachable, UsageError, from_code
 
 BlockTuple = BlockOption.BlockwiseTuple
 DEFAULT_TIMEOUT = 30.0
+TCP_BUSY_WAITS = (0.05, 0.2, None)  # seconds between tries when a node is busy with another connection
 
 
 def si_text(si: bytes | str) -> str:
@@ -59,7 +65,8 @@ class NodeClient:
     """
 
     def __init__(self, host: str, port: int = P.DEFAULT_PORT, *, name: str | None = None,
-                 context: aiocoap.Context | None = None, timeout: float = DEFAULT_TIMEOUT):
+                 context: aiocoap.Context | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 tcp: bool | None = None):
         self.host = host
         self.port = port
         self.name = name or "%s:%d" % (host, port)
@@ -67,6 +74,12 @@ class NodeClient:
         self._ctx = context
         self._own_ctx = context is None
         self._chan: Channel | None = None
+        self._tcp: TcpChannel | None = None
+        if tcp is None:  # $OPENHEAP_TCP=0: share data over UDP only
+            tcp = os.environ.get("OPENHEAP_TCP", "1") != "0"
+        self._tcp_tried = not tcp  # False: try CoAP over TCP for share data first
+        self._tcp_lock = asyncio.Lock()
+        self._tcp_again = False  # a broken channel was replaced already
         host_part = "[%s]" % host if ":" in host else host
         self.base = "coap://%s:%d" % (host_part, port)
 
@@ -83,6 +96,9 @@ class NodeClient:
         if self._chan is not None:
             self._chan.close()
             self._chan = None
+        if self._tcp is not None:
+            coaptcp.release(self._tcp)
+            self._tcp = None
         if self._own_ctx and self._ctx is not None:
             await self._ctx.shutdown()
             self._ctx = None
@@ -92,6 +108,45 @@ class NodeClient:
         if self._chan is None:
             self._chan = await Channel(self.host, self.port, name=self.name, timeout=self.timeout).open()
         return self._chan
+
+    async def tcp_channel(self, si: bytes | str | None = None) -> TcpChannel | None:
+        """The CoAP-over-TCP channel to this node for share data, or None
+        when the node takes no TCP: then UDP it is, for the life of this
+        client. The channel is this process's one connection to the node,
+        shared with other clients (:func:`openheap.coaptcp.acquire`).
+
+        A node listens on TCP from a share set request with ``?tcp`` until
+        its last connection ends (protocols/RESOURCES.md): refused, the
+        client sends that request for ``si`` over UDP and connects again,
+        once; a node busy with another connection is tried again soon."""
+        async with self._tcp_lock:
+            if self._tcp is not None and self._tcp.broken:
+                coaptcp.release(self._tcp)
+                self._tcp = None
+                if not self._tcp_again:  # it broke: connect again, once
+                    self._tcp_again, self._tcp_tried = True, False
+            if self._tcp is None and not self._tcp_tried:
+                self._tcp_tried = True
+                woken = si is None
+                for wait in TCP_BUSY_WAITS:
+                    try:
+                        self._tcp = await coaptcp.acquire(self.host, self.port, name=self.name,
+                                                          timeout=self.timeout)
+                        break
+                    except TcpUnavailable as e:
+                        if not e.busy and not woken:  # not listening (yet)
+                            woken = True
+                            try:
+                                await self.share_set(si, query=(P.QUERY_TCP,))
+                            except (CoapError, OSError):
+                                pass
+                            continue
+                        if not e.busy or wait is None:
+                            break
+                        # The node serves one connection at a time: another
+                        # process's, or one just closed that has not ended there yet.
+                        await asyncio.sleep(wait)
+            return self._tcp
 
     # -- the request layer
     async def request(self, code: Code, path: str, *, payload: bytes = b"",
@@ -144,10 +199,11 @@ class NodeClient:
         data = b"".join([c async for c in self._blocks(P.PATH_SHARES)])
         return cbor2.loads(data)
 
-    async def share_set(self, si: bytes | str) -> dict[int, int]:
-        """GET /s/<si>: ``{share number: size}`` held for a storage index."""
+    async def share_set(self, si: bytes | str, query: tuple[str, ...] = ()) -> dict[int, int]:
+        """GET /s/<si>: ``{share number: size}`` held for a storage index
+        (``query`` ``("tcp",)``: and listen for CoAP over TCP)."""
         chan = await self.channel()
-        data = await chan.get_body("%s/%s" % (P.PATH_SHARES, si_text(si)))
+        data = await chan.get_body("%s/%s" % (P.PATH_SHARES, si_text(si)), query)
         return {n: size for n, size in cbor2.loads(data)}
 
     async def put_share(self, si: bytes | str, shnum: int, data: bytes | BinaryIO, *,
@@ -189,6 +245,9 @@ class NodeClient:
         pass: the SHA-256 is computed while sending and goes with the last
         block (protocols/RESOURCES.md). Returns the final code (2.01/2.04)."""
         path = "%s/%s/%d" % (P.PATH_SHARES, si_text(si), shnum)
+        tcp = await self.tcp_channel(si)
+        if tcp is not None and szx == P.MAX_BLOCK_SZX:
+            return await tcp.put_share(path, chunks, size, query=query)
         chan = await self.channel()
 
         async def held() -> int | None:
@@ -203,8 +262,12 @@ class NodeClient:
                          szx: int = P.MAX_BLOCK_SZX) -> bytes:
         """Bytes ``offset .. offset+length`` of a share (fewer at its end), fetched
         in Block2 runs."""
+        path = "%s/%s/%d" % (P.PATH_SHARES, si_text(si), shnum)
+        tcp = await self.tcp_channel(si)
+        if tcp is not None and szx == P.MAX_BLOCK_SZX:
+            return await tcp.read_range(path, offset, length)
         chan = await self.channel()
-        return await chan.read_range("%s/%s/%d" % (P.PATH_SHARES, si_text(si), shnum), offset, length, szx)
+        return await chan.read_range(path, offset, length, szx)
 
     async def get_share(self, si: bytes | str, shnum: int, szx: int = P.MAX_BLOCK_SZX) -> bytes:
         """GET a whole share (for small shares; use :meth:`iter_share` to stream)."""

@@ -69,6 +69,17 @@ ACK_RANDOM_FACTOR_PCT = const(150)
 MAX_RETRANSMIT = const(4)
 DEFAULT_PORT = const(5683)
 MAX_BLOCK_SZX = const(6)  # 1024-byte blocks (RFC 7959 2.2)
+BERT_SZX = const(7)  # over TCP: BERT, payloads of several 1024-byte blocks (RFC 8323 6)
+
+# -- CoAP over TCP (RFC 8323): signaling codes (7.xx) and their options
+CSM = const(0xE1)  # 7.01 Capabilities and Settings
+PING = const(0xE2)  # 7.02
+PONG = const(0xE3)  # 7.03
+RELEASE = const(0xE4)  # 7.04
+ABORT = const(0xE5)  # 7.05
+OPT_MAX_MESSAGE_SIZE = const(2)  # in a CSM
+OPT_BLOCK_WISE_TRANSFER = const(4)  # in a CSM: BERT understood
+BERT_MAX = const(64)  # most 1024-byte blocks in one BERT message this protocol sends or asks for
 
 # -- resource paths (first Uri-Path segment); one letter each: radio time
 PATH_SHARES = "s"  # /s, /s/<si>, /s/<si>/<shnum>
@@ -85,6 +96,7 @@ SI_TEXT_LEN = const(22)  # in paths: base64url without padding (RFC 4648 5)
 HASH_LEN = const(32)  # SHA-256
 MAX_SHNUM = const(255)  # zfec: n <= 256
 QUERY_HASH = "h="  # Uri-Query carrying the share's SHA-256 in hex
+QUERY_TCP = "tcp"  # GET /s/<si>?tcp: listen for CoAP over TCP (until idle)
 QUERY_BURST = "b="  # GET /s/<si>/<n>?b=<count>: that many Block2 blocks, the rest as NON
 BURST_MAX = const(16)  # most blocks one burst request may ask for
 

@@ -47,7 +47,7 @@ def test_codec_agrees_with_aiocoap():
 
 def _transfer(addr, data, si, *, timeout=10.0):
     async def go():
-        async with NodeClient(*addr, timeout=timeout) as node:
+        async with NodeClient(*addr, timeout=timeout, tcp=False) as node:
             code = await node.put_share(si, 0, data)
             chan = await node.channel()
             back = await node.get_share(si, 0)
@@ -104,7 +104,7 @@ def test_gap_in_a_run_resumes_where_the_node_says(boards):
     si = os.urandom(16)
 
     async def go():
-        async with NodeClient(b.host, b.port, timeout=10) as node:
+        async with NodeClient(b.host, b.port, timeout=10, tcp=False) as node:
             chan = await node.channel()
             real_send = chan._send
             count = {"n": 0}
@@ -133,7 +133,7 @@ def test_errors_and_a_dead_node(boards, fleet):
     b = boards[0]
 
     async def go():
-        async with NodeClient(b.host, b.port, timeout=5) as node:
+        async with NodeClient(b.host, b.port, timeout=5, tcp=False) as node:
             whole = os.urandom(128 * 1024)  # a whole number of iter_share's 64 KiB pieces
             si = os.urandom(16)
             await node.put_share(si, 0, whole)

@@ -233,3 +233,28 @@ def test_observe_status(board):
     assert all(b > a for a, b in zip(tx, tx[1:])), "datagrams sent grow with every notification: %s" % tx
     assert up == sorted(up)
     assert all(s[ST_NAME] == board.name for s in st)
+
+
+# -- CoAP over TCP (RFC 8323): aiocoap's own TCP client
+
+
+def test_tcp_status_and_blockwise_share(board):
+    # aiocoap sends its CSM and takes the node's; a share PUT over UDP
+    # comes back whole over TCP (after the ?tcp share set request over UDP
+    # that makes the node listen until the connection ends).
+    data = random.Random(8323).randbytes(30_000)
+    si = si_of("tcp")
+    tcp = "coap+tcp://%s:%d" % (board.host, board.port)
+
+    async def go(ctx):
+        digest = hashlib.sha256(data).hexdigest()
+        put = await ask(ctx, Code.PUT, "%s/s/%s/1?h=%s" % (board.uri, si, digest), payload=data)
+        await ask(ctx, Code.GET, "%s/s/%s?tcp" % (board.uri, si))
+        status = await ask(ctx, Code.GET, tcp + "/i")
+        back = await ask(ctx, Code.GET, "%s/s/%s/1" % (tcp, si))
+        return put, status, back
+
+    put, status, back = run(with_context(go))
+    assert put.code.is_successful(), put
+    assert status.code == Code.CONTENT and cbor2.loads(status.payload)[ST_NAME]
+    assert back.code == Code.CONTENT and back.payload == data

@@ -151,3 +151,49 @@ def test_observe_status(board, tmp_path):
     rx = [n[9] for n in notes]
     assert rx == sorted(rx) and rx[-1] > rx[0], rx
     assert [n[8] for n in notes][-1] >= 1
+
+
+# -- CoAP over TCP (RFC 8323): the same resources on the same port number
+
+
+def tcp_uri(board) -> str:
+    return "coap+tcp://%s:%d" % (board.host, board.port)
+
+
+def tcp(board, *args) -> subprocess.CompletedProcess:
+    """coap-client over TCP, after the share set request over UDP (?tcp)
+    that makes the node listen on TCP until the connection ends."""
+    wake = coap("%s/s/%s?tcp" % (board.uri, si_of("wake")))
+    assert error_code(wake) in (None, "4.04"), wake.stderr
+    return coap(*args)
+
+
+@pytest.mark.parametrize("size", [1, 5_000, 200_000])
+def test_tcp_put_get(board, tmp_path, size):
+    # libcoap sends its CSM, then block-wise PUT and GET over one connection.
+    data = random.Random(size + 11).randbytes(size)
+    src, out = tmp_path / "share.bin", tmp_path / "back.bin"
+    src.write_bytes(data)
+    si = si_of("tcp-%d" % size)
+    uri = "%s/s/%s/2" % (tcp_uri(board), si)
+    put = tcp(board, "-m", "put", "-b", 1024, "-f", src, uri + "?h=" + hashlib.sha256(data).hexdigest())
+    assert put.returncode == 0 and error_code(put) is None, put.stderr
+    get = tcp(board, "-m", "get", "-b", 1024, "-o", out, uri)
+    assert get.returncode == 0 and error_code(get) is None, get.stderr
+    assert out.read_bytes() == data
+    # and the share is the one UDP sees
+    lst = coap("-o", tmp_path / "set.cbor", "%s/s/%s" % (board.uri, si))
+    assert cbor2.loads((tmp_path / "set.cbor").read_bytes()) == [[2, size]]
+
+
+def test_tcp_errors_are_answered(board, tmp_path):
+    data = random.Random(5).randbytes(3000)
+    src = tmp_path / "share.bin"
+    src.write_bytes(data)
+    uri = "%s/s/%s/0" % (tcp_uri(board), si_of("tcp-wrong-hash"))
+    put = tcp(board, "-m", "put", "-b", 1024, "-f", src, uri + "?h=" + hashlib.sha256(b"other").hexdigest())
+    assert error_code(put) == "4.00" and b"hash" in put.stderr, put.stderr
+    assert error_code(tcp(board, uri)) == "4.04"
+    assert error_code(tcp(board, "-m", "post", "-e", "x", tcp_uri(board) + "/i")) == "4.05"
+    p = tcp(board, tcp_uri(board) + "/.well-known/core?rt=oh.i")
+    assert p.returncode == 0 and p.stdout.strip() == b'</i>;rt="oh.i";ct=60;obs'

@@ -48,6 +48,7 @@ from pathlib import Path
 
 ROMFS_ENV = "OPENHEAP_ROMFS"
 WDT_ENV = "OPENHEAP_WDT"
+FLASH_ENV = "OPENHEAP_FLASH"
 WDT_FILE = "wdt.mem"
 WDT_PAGE = 16  # timeout ms (uint32 LE), feed counter (byte 4), task runs (byte 8), task id (12-15)
 WDT_POLL = 0.05  # seconds between looks at the page
@@ -184,9 +185,30 @@ def run(config_path: str, heap: int | None = None) -> int:
     if heap is None:
         heap = int(cfg.get("heap", 65536))
     page = start_watchdog(Path(config_path).resolve().parent / WDT_FILE)
+    flash = map_flash(cfg["image"]) if cfg.get("image") else None
     status = run_micropython(cfg["romfs"], heap, "import main\n", [config_path])
     page.close()
     return status
+
+
+def map_flash(image: str | os.PathLike) -> mmap.mmap:
+    """Map the board's flash image file into memory, shared, and give the
+    firmware its address in ``$OPENHEAP_FLASH`` ("address:length").
+
+    As the flash of a board is mapped into its CPU's address space, block
+    reads and programs then are memory copies (``plat_unix._MapDev``), not
+    system calls. The mapping is shared: what the board writes is in the
+    file (the page cache) at once, survives a kill, and what another process
+    writes to the file (a test flipping a byte) the board reads. Returns the
+    mapping (keep it alive while the board runs).
+    """
+    fd = os.open(image, os.O_RDWR)
+    try:
+        mem = mmap.mmap(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+    os.environ[FLASH_ENV] = "%d:%d" % (ctypes.addressof(ctypes.c_char.from_buffer(mem)), len(mem))
+    return mem
 
 
 def run_script(romfs: str | os.PathLike, heap: int, script: str | os.PathLike) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
@@ -38,6 +39,8 @@ __all__ = ["Peer", "Grid", "PutResult", "GetResult", "put", "get", "locate",
 DEFAULT_TIMEOUT = 10.0  # seconds a node may take to answer one request (retransmissions included)
 QUEUE_SEGMENTS = 2
 RESEND_ROUNDS = 3  # times put sends failed shares again to other nodes  # segments buffered per share between encoder and sender
+SPOOL_MEMORY = 4 << 20  # bytes a share waiting for its node keeps in memory before a temporary file
+SPOOL_PIECE = 64 << 10
 FAST_STEP = 0.025  # answer times within this of each other count as equally fast
 
 
@@ -137,6 +140,13 @@ class ShareUploads:
     share goes to its node in one Block1 pass (hash with the last block) with
     at most ``QUEUE_SEGMENTS`` pieces buffered. A share whose upload fails is
     recorded in ``failed`` and drained, so the producer never blocks on it.
+
+    A node takes one of the shares at a time (when there are fewer nodes
+    than shares): each upload holds an open file and its buffers in the
+    board's 64 KiB heap, and two at once with a TCP connection open ran a
+    registered board out of memory. The shares waiting for their node keep
+    what the producer hands them in a spool (memory, then a temporary file
+    past ``SPOOL_MEMORY`` bytes) and send it first when their turn comes.
     """
 
     def __init__(self, grid: Grid, si: bytes, share_size: int, plan: dict[int, str]):
@@ -144,17 +154,45 @@ class ShareUploads:
         self.failed: dict[int, str] = {}
         self.bytes_sent = 0
         self._queues = {s: asyncio.Queue(maxsize=QUEUE_SEGMENTS) for s in plan}
+        self._turns = {nd: asyncio.Lock() for nd in plan.values()}
         self._tasks = [asyncio.create_task(self._send(grid, si, share_size, s, nd)) for s, nd in plan.items()]
 
     async def _send(self, grid, si, size, shnum, node):
         q = self._queues[shnum]
-        ended = False  # the producer's end (None) was taken
+        turn = self._turns[node]
+        spool = None
+        ended = False  # the producer's None was taken into the spool
+        if turn.locked():  # another share of this node goes first
+            spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)
+            wait = asyncio.ensure_future(turn.acquire())
+            while not wait.done() and not ended:
+                get = asyncio.ensure_future(q.get())
+                await asyncio.wait([wait, get], return_when=asyncio.FIRST_COMPLETED)
+                if get.done():
+                    c = get.result()
+                    if c is None:
+                        ended = True
+                    else:
+                        spool.write(c)
+                else:
+                    get.cancel()
+            await wait
+        else:
+            await turn.acquire()
 
         async def chunks():
             nonlocal ended
-            while (c := await q.get()) is not None:
+            if spool is not None:
+                spool.seek(0)
+                while c := spool.read(SPOOL_PIECE):
+                    yield c
+                spool.close()
+            while not ended:
+                c = await q.get()
+                if c is None:
+                    ended = True  # (a failure after this must not wait for more)
+                    return
                 yield c
-            ended = True
 
         try:
             await grid.clients[node].put_share_stream(si, shnum, chunks(), size)
@@ -162,11 +200,10 @@ class ShareUploads:
             self.bytes_sent += size
         except (CoapError, OSError, StorageError) as e:
             self.failed[shnum] = "%s: %s" % (node, e)
-            # Let the producer go on; a share that failed after its last
-            # piece was taken (its final answer) must not wait for another
-            # end: that hung put for good.
-            while not ended and await q.get() is not None:
+            while not ended and await q.get() is not None:  # let the producer go on
                 pass
+        finally:
+            turn.release()
 
     async def feed(self, pieces) -> None:
         """Give share s the bytes ``pieces[s]`` (a mapping or a list by shnum)."""
