@@ -22,27 +22,36 @@ def _platform():
     return m
 
 
-async def _feeder(plat, srv, period, changed):
+async def _feeder(plat, srv, period, changed, lz, sweep):
     # Feed the watchdog every _FEED_MS while the loop turns (a task that
     # never returns, or anything else that blocks the loop, stops it), unload
-    # the task machinery once idle, and notify observers of /i every period
-    # or soon after a change (one notifier, whatever the rate of changes).
+    # the task machinery once idle, notify observers of /i every period or
+    # soon after a change (one notifier, whatever the rate of changes), and
+    # run the lease expiry every `sweep` seconds (a no-op until the node
+    # knows the time). One task for all: each costs heap for good.
     from ohproto import const as P
 
     ms = int(period * 1000)
+    sweep = max(100, int(sweep * 1000))
     now, diff = plat.ticks
-    t0 = now()
+    t0 = ts = now()
     while True:
         plat.wdt_feed()
+        if diff(now(), ts) >= sweep:
+            ts = now()
+            try:
+                await lz.sweep()
+            except Exception as e:  # a bad flash moment must not end the sweeps
+                print("openheap: lease sweep", repr(e))
         if P.PATH_CODE in srv.res or P.PATH_TASKS in srv.res:
             from ohnode.lazy import retire
 
             retire(srv, plat.ticks)
         if "ohnode.tcp" in sys.modules:  # (started by the share store)
             sys.modules["ohnode.tcp"].retire(plat.ticks)
-        left = ms - diff(now(), t0)
+        left = min(ms - diff(now(), t0), sweep - diff(now(), ts), _FEED_MS)
         try:
-            await asyncio.wait_for_ms(changed.wait(), _FEED_MS if left > _FEED_MS else max(left, 0))
+            await asyncio.wait_for_ms(changed.wait(), max(left, 0))
         except asyncio.TimeoutError:
             if diff(now(), t0) < ms:
                 continue
@@ -51,18 +60,6 @@ async def _feeder(plat, srv, period, changed):
         if srv.obs:
             srv.notify(P.PATH_STATUS)
             await asyncio.sleep_ms(_MIN_NOTE_MS)
-
-
-async def _sweeper(lz, period):
-    # Lease expiry every `lease_check` seconds (a no-op until the node
-    # knows the time).
-    ms = max(100, int(period * 1000))
-    while True:
-        await asyncio.sleep_ms(ms)
-        try:
-            await lz.sweep()
-        except Exception as e:  # a bad flash moment must not end the sweeps
-            print("openheap: lease sweep", repr(e))
 
 
 async def _run(plat, cfg, root):
@@ -122,8 +119,8 @@ async def _run(plat, cfg, root):
 
     ev = asyncio.Event()
     sh.changed = ev.set
-    asyncio.create_task(_feeder(plat, srv, cfg.get("status_period", 5), ev))
-    asyncio.create_task(_sweeper(sh.lease, cfg.get("lease_check", P.LEASE_CHECK)))
+    asyncio.create_task(_feeder(plat, srv, cfg.get("status_period", 5), ev, sh.lease,
+                                cfg.get("lease_check", P.LEASE_CHECK)))
     if cfg.get("coordinator"):  # else the node does not register
         from ohnode.reg import Reg
 

@@ -16,10 +16,13 @@ _SLOTS = const(2)  # concurrent uploads
 _IDLE_MS = const(60000)  # an upload silent this long is abandoned
 _SYNC_DELETES = const(4)  # DELETE /s/<si> of more files answers separately
 _ENOENT = const(2)
-# Bytes allocated between collections while an upload over UDP runs: its
-# garbage is the datagrams themselves (1 KB each, dead at once), and with the node's
-# usual threshold a collection came every few blocks (measured: 84 -> 71 us
-# of board CPU per block). Back to the usual one when no upload runs.
+# Bytes allocated between collections while an upload runs. Over UDP its
+# garbage is the datagrams themselves (1 KB each, dead at once), and with the
+# node's usual threshold a collection came every few blocks (measured: 84 ->
+# 71 us of board CPU per block); over TCP it is small objects (views, call
+# frames), and each collection marks the whole heap: at the usual threshold
+# that was a third of the board's CPU (an 8 MiB put on 10 boards: boards'
+# CPU 1.15-1.20 s -> 0.49-0.65 s). Back to the usual one when none runs.
 _UP_GC = const(32768)
 # The usual threshold (config gc_threshold): collecting often frees
 # short-lived garbage before long-lived objects land between it, which keeps
@@ -109,7 +112,8 @@ class Shares:
         self.dir = root + "/s"  # the share folders, and temporaries (.up<slot>, .lt)
         self.max_share = cfg.get("max_share", 1 << 20)
         self._maxn = cfg.get("max_shares", 256)
-        self._reserve = 4 * cfg.get("block_size", 4096)
+        self._bs = cfg.get("block_size", 4096)
+        self._reserve = 4 * self._bs
         self._ticks = ticks  # (ticks_ms, ticks_diff)
         self._up = [None] * _SLOTS
         self.gc_threshold = cfg.get("gc_threshold", _GC)  # the node's usual one (node.py sets it)
@@ -117,6 +121,7 @@ class Shares:
         self.changed = None  # callback when the set of shares changes
         self.lease = None  # ohnode.lease.Leases, set by the node
         self._st = None  # cached (free, total)
+        self._due = 0  # bytes promised to uploads since _st was counted
         self.count = 0
         self._scan()
 
@@ -141,18 +146,29 @@ class Shares:
 
     def stat(self):
         # (free, total) bytes of the filesystem. littlefs walks the whole
-        # filesystem to count blocks in use, so the answer is cached until
-        # the store changes (commit, delete, a dropped upload, a new one).
+        # filesystem to count blocks in use (its cost grows with what is
+        # stored: 15% of a board's CPU on 1 MiB puts), so it is counted
+        # again only after a delete or a failed upload, or when an upload
+        # seems not to fit (_fits); in between, each new share's blocks are
+        # charged against the count when it is committed.
         if self._st is None:
             s = os.statvfs(self.dir)
+            self._due = 0
             # littlefs can count more blocks in use than exist when nearly
             # full, and f_bavail then wraps around: clamp it.
             self._st = (s[0] * (s[4] if s[4] <= s[2] else 0), s[0] * s[2])
-        return self._st
+        f = self._st[0] - self._due
+        return (f if f > 0 else 0), self._st[1]
 
     def free(self):
         f = self.stat()[0] - self._reserve
         return f if f > 0 else 0
+
+    def _fits(self, need):
+        # Whether `need` bytes fit; counted again if the estimate says no.
+        if need > self.free():
+            self._st = None
+        return need <= self.free()
 
     # -- resource
     def handle(self, req, rsp, path):
@@ -287,6 +303,7 @@ class Shares:
         self.count -= 1
         self._prune(si)
         rsp.code = P.DELETED
+        self._st = None
         self._changed()
 
     def _delete_all(self, rsp, si):
@@ -328,6 +345,7 @@ class Shares:
             _rm(d + "/" + nm)
         self.count -= len(names)
         self._prune(si)
+        self._st = None
         self._changed()
         return len(names)
 
@@ -345,7 +363,6 @@ class Shares:
             pass
 
     def _changed(self):
-        self._st = None
         if self.changed:
             self.changed()
 
@@ -357,9 +374,9 @@ class Shares:
         return None
 
     def _gc(self):
-        # (An upload over TCP makes little garbage: the usual threshold.)
+        # The GC threshold: _UP_GC while any upload runs, else the usual.
         for u in self._up:
-            if u is not None and not hasattr(u.peer, "pull"):  # (a UDP peer: an address)
+            if u is not None:
                 gc.threshold(_UP_GC)
                 return
         gc.threshold(self.gc_threshold)
@@ -389,8 +406,7 @@ class Shares:
         srv = self._srv
         if P.PATH_TASKS in srv.res or P.PATH_CODE in srv.res:
             srv.more(None)  # an idle task machinery gives its heap to the upload
-        self._st = None
-        if need > self.free():
+        if not self._fits(need):
             rsp.err(P.SERVICE_UNAVAILABLE, "no space")
             return None
         for i in range(_SLOTS):
@@ -499,8 +515,10 @@ class Shares:
             self._drop(u)
             return rsp.err(P.BAD_REQUEST, "hash mismatch")
         d = self.dir + "/" + si
+        c = u.off // self._bs + 2  # blocks it takes: its own, one more for pointers and metadata
         try:
             os.mkdir(d)
+            c += 2  # (a folder is a metadata pair)
         except OSError:
             pass
         old = _exists(p)
@@ -512,8 +530,11 @@ class Shares:
             return rsp.err(P.SERVICE_UNAVAILABLE, "no space")
         self._up[self._up.index(u)] = None
         self._gc()
-        if not old:
+        if old:  # (the old one's blocks are free again)
+            self._st = None
+        else:
             self.count += 1
+            self._due += c * self._bs
         if self.lease:
             self.lease.stored(si, u.lease)
         rsp.code = P.CHANGED if old else P.CREATED

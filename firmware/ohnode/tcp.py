@@ -105,6 +105,7 @@ async def _conn(srv, s, st):
         from ohnode.tcpconn import Conn
 
         c = Conn(srv, s)
+        c.open()
         await c.run()
     except Exception as e:  # (the peer left, no heap, a bad frame)
         if c is None or not c.dead:

@@ -30,18 +30,23 @@ class Conn:
         self._rsp.big = self._rsp.fin = None  # (a payload streamed; called once it went out)
         m = self._m = coap.Msg()
         m.tcp = m.peer = self  # (uploads are the connection's)
-        # Its buffers are the server's, made at boot: a fragmented heap has
-        # no hole for 1 KB more while a share is uploaded (measured). The
-        # response scratch is lent: UDP answers meanwhile allocate theirs
-        # (Server.block2) and send no bursts.
-        self._b = srv._rsp.buf
-        srv._rsp.buf = b""
-        self._mv = memoryview(self._b)
+        self._b = self._mv = None  # (open: the server's buffer)
         self._a = self._e = 0  # bytes not yet taken: _b[_a:_e]
         self._tx = srv._tx  # (used in one go: a frame is copied only if its write waits)
         self.mms = _PEER_MMS  # the peer's Max-Message-Size
         self.bert = False  # the peer takes BERT blocks (its CSM)
         self.dead = False
+
+    def open(self):
+        # Its buffers are the server's, made at boot: a fragmented heap has
+        # no hole for 1 KB more while a share is uploaded (measured). The
+        # response scratch is lent (nothing allocated after it is taken, so
+        # close() always gives it back): UDP answers meanwhile allocate
+        # theirs (Server.block2) and send no bursts.
+        srv = self._srv
+        self._mv = memoryview(srv._rsp.buf)
+        self._b = srv._rsp.buf
+        srv._rsp.buf = b""
 
     def room(self, most):
         # BERT blocks of 1024 bytes an answer may carry: at most `most` (0:
@@ -267,14 +272,14 @@ class Conn:
     def close(self):
         # The connection ended: the server gets its buffer back, the
         # uploads that came this way end.
-        if self._b is not None:
-            self._srv._rsp.buf = self._b
-            self._b = self._mv = None
-        sh = self._srv.res.get(P.PATH_SHARES)
-        if sh is not None:
-            for u in sh._up:
-                if u is not None and u.peer is self:
-                    sh._drop(u)
+        if self._b is None:  # (closed already)
+            return
+        self._srv._rsp.buf = self._b
+        self._b = self._mv = None
+        sh = self._srv.res[P.PATH_SHARES]
+        for u in sh._up:
+            if u is not None and u.peer is self:
+                sh._drop(u)
 
     def upload(self, sh, u, end):
         # rsp.later of a BERT block of a share upload (ohnode.shares): the

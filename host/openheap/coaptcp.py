@@ -194,13 +194,17 @@ class TcpChannel:
         await self._w.drain()
         return await self.answer(fut)
 
-    async def read_range(self, si_path: str, offset: int, length: int) -> bytes:
+    async def read_range(self, si_path: str, offset: int, length: int, upto: int | None = None) -> bytes:
         """Bytes ``offset .. offset+length`` of the share at ``si_path`` (fewer
         at its end), in BERT Block2 answers of up to ``P.BERT_MAX`` KiB.
 
-        Answers start on a 1024-byte boundary; the last block of one read is
-        kept, so the next read of the same share that starts inside it (a
-        get reads a share's segments in order) does not fetch it again."""
+        Answers start on a 1024-byte boundary; what an answer brought past
+        the range (from the block holding its end) is kept, so the next read
+        of the same share that starts there (a get reads a share's segments
+        in order) does not fetch it again. ``upto``: the caller reads on in
+        order up to that share offset, so each answer may bring up to
+        ``P.BERT_MAX`` KiB of it (fewer, larger answers: a board's cost is
+        per request)."""
         if length <= 0:
             return b""
         end = offset + length
@@ -213,8 +217,9 @@ class TcpChannel:
             parts.append(kept[2])
             pos += len(kept[2])
             last = kept[3]
+        want = max(end, upto or 0)
         while pos < end and not last:
-            count = min(P.BERT_MAX, -(-(end - pos) // BLOCK))
+            count = min(P.BERT_MAX, -(-(want - pos) // BLOCK))
             r = await self.request(P.GET, si_path, query=("%s%d" % (P.QUERY_BURST, count),),
                                    opts=[(P.OPT_BLOCK2, block_opt(pos // BLOCK, False, P.BERT_SZX))])
             if r.code >= 0x80:
@@ -230,7 +235,8 @@ class TcpChannel:
             pos += len(r.payload)
             last = not b2[1] or not r.payload
         data = b"".join(parts)
-        at = (start + len(data) - 1) // BLOCK * BLOCK if data else start
+        # keep from the block holding the range's end (or the last block)
+        at = min(end, start + len(data) - 1) // BLOCK * BLOCK if data else start
         self._kept = (si_path, at, data[at - start:], last)
         return data[offset - start:offset - start + length]
 

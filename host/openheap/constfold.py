@@ -29,6 +29,8 @@ __all__ = ["fold", "foldable"]
 
 # `from ohproto import const as P`, at any indentation
 _IMPORT = re.compile(r"^(?P<indent>[ \t]*)from ohproto import (?P<mod>\w+) as (?P<alias>\w+)[ \t]*(#.*)?$")
+# `from micropython import const` at module level
+_CONST_IMPORT = re.compile(r"^from micropython import const[ \t]*(#.*)?$")
 
 
 def foldable(module: ModuleType) -> dict[str, int | str | bytes]:
@@ -57,6 +59,7 @@ def fold(text: str, modules: dict[str, dict[str, int | str | bytes]]) -> str:
     folding becomes ``pass``. Raises ``tokenize.TokenError`` or
     ``SyntaxError`` on source that does not tokenize.
     """
+    text = _drop_const_import(text)
     lines = text.splitlines(keepends=True)
     aliases: dict[str, str] = {}
     import_rows: dict[int, tuple[str, str]] = {}  # row (1-based) -> (indent, alias)
@@ -88,4 +91,26 @@ def fold(text: str, modules: dict[str, dict[str, int | str | bytes]]) -> str:
     for row, c0, c1, rep in sorted(edits, reverse=True):
         line = lines[row - 1]
         lines[row - 1] = line[:c0] + rep + line[c1:]
+    return "".join(lines)
+
+
+def _drop_const_import(text: str) -> str:
+    """``from micropython import const`` becomes ``pass`` when ``const`` is
+    only ever called: mpy-cross folds ``const()`` without the import, which
+    would keep a ``const`` entry in the module's globals on the board's heap
+    for good (the import is there for CPython and linters)."""
+    lines = text.splitlines(keepends=True)
+    rows = [i for i, ln in enumerate(lines, 1) if _CONST_IMPORT.match(ln.rstrip("\r\n"))]
+    if not rows:
+        return text
+    toks = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    for j, tok in enumerate(toks):
+        if tok.type == tokenize.NAME and tok.string == "const" and tok.start[0] not in rows:
+            if j and toks[j - 1].string in ("import", ".", ","):
+                continue  # another module's `const` (ohproto's), an attribute
+            if not (j + 1 < len(toks) and toks[j + 1].string == "("):
+                return text  # used as a value: keep the import
+    for row in rows:
+        nl = lines[row - 1][len(lines[row - 1].rstrip("\r\n")):]
+        lines[row - 1] = "pass  # (const() is folded by mpy-cross without the import)" + nl
     return "".join(lines)

@@ -259,13 +259,15 @@ class NodeClient:
         return await chan.put_share(path, chunks, size, query=query, verify=held, szx=szx)
 
     async def read_range(self, si: bytes | str, shnum: int, offset: int, length: int,
-                         szx: int = P.MAX_BLOCK_SZX) -> bytes:
+                         szx: int = P.MAX_BLOCK_SZX, upto: int | None = None) -> bytes:
         """Bytes ``offset .. offset+length`` of a share (fewer at its end), fetched
-        in Block2 runs."""
+        in Block2 runs. ``upto``: the caller goes on reading in order up to
+        that offset (over TCP, answers then bring what follows, kept for the
+        next read)."""
         path = "%s/%s/%d" % (P.PATH_SHARES, si_text(si), shnum)
         tcp = await self.tcp_channel(si)
         if tcp is not None and szx == P.MAX_BLOCK_SZX:
-            return await tcp.read_range(path, offset, length)
+            return await tcp.read_range(path, offset, length, upto)
         chan = await self.channel()
         return await chan.read_range(path, offset, length, szx)
 

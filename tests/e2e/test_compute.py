@@ -373,8 +373,12 @@ def test_a_loop_inside_a_batch_costs_its_neighbours_nothing(cgrid, tmp_path):
         assert [r["status"] for r in res] == ["failed" if i == 300 else "ok" for i in range(400)], proc.stderr
         s = json.loads((tmp_path / "s.json").read_text())
         assert s["batches"] > 0
-        alone = [r for r in s["retries"] if "its batch failed" in r["why"]]
-        assert alone and 300 in [r["task"] for r in alone], s["retries"]
+        # The looping task is the one lost; any other task sent again was a
+        # batch-mate, sent again free. (Whether task 300 itself went in a
+        # batch depends on the queue at that moment: on a busy machine it
+        # sometimes goes alone, and then nothing else is touched.)
+        assert 300 in [r["task"] for r in s["retries"]], s["retries"]
+        assert all("its batch failed" in r["why"] for r in s["retries"] if r["task"] != 300), s["retries"]
     finally:
         _restore(fleet)
 

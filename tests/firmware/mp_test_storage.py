@@ -196,6 +196,29 @@ def test_free_space_sane_when_full():
     eq((r.code, k), (P.SERVICE_UNAVAILABLE, 1), "Size1 larger than the free space: 5.03 at block 0")
 
 
+def test_free_space_counted_without_walking_the_filesystem():
+    # Free space is counted by walking littlefs once, then each new share's
+    # blocks are charged against it: the figure stays at or below the real
+    # one, and a delete counts again.
+    import os
+
+    nd = F.fresh(n=64)
+
+    def real():
+        s = os.statvfs("/oht/s")
+        return s[0] * s[4]
+
+    f0 = listing(nd)[P.LS_FREE]
+    eq(f0, real(), "counted at first")
+    for num in range(3):
+        eq(store(nd, F.SI, num, F.Pat(2000, num)), P.CREATED, "PUT %d" % num)
+    f1 = listing(nd)[P.LS_FREE]
+    check(f1 <= real(), "estimate %d at or below the real %d" % (f1, real()))
+    check(f1 <= f0 - 3 * 2000, "three shares charged: %d -> %d" % (f0, f1))
+    eq(nd.ask(P.DELETE, F.spath(F.SI, 0)).code, P.DELETED, "DELETE")
+    eq(listing(nd)[P.LS_FREE], real(), "counted again after a delete")
+
+
 def test_heap_does_not_grow():
     nd = F.fresh()
 

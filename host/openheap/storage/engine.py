@@ -406,8 +406,9 @@ async def get(grid: Grid, cap, out: BinaryIO, *,
 
             async def fetch(src):
                 off, ln = segment_range(p, segnum)
-                try:
-                    return src, await grid.clients[src.node].read_range(si, src.shnum, off, ln)
+                try:  # (segments are read in order, up to the trailer)
+                    return src, await grid.clients[src.node].read_range(si, src.shnum, off, ln,
+                                                                        upto=trailer_range(p)[0])
                 except (CoapError, OSError) as e:
                     return src, e
 
