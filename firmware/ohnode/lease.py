@@ -38,14 +38,16 @@ class Leases:
         return (b[0] << 24 | b[1] << 16 | b[2] << 8 | b[3]) if n == 4 else None
 
     def write(self, si, exp):
-        # Written to <root>/s/.lt, then renamed over .l: littlefs renames
-        # atomically, so a reset leaves the old lease or the new one, never a
-        # torn one (the boot scan removes a left-over .lt).
-        t = self._sh.dir + "/.lt"
+        # Written to <root>/s/<si>/.lt, then renamed over .l in the same
+        # folder: littlefs renames atomically, so a reset leaves the old
+        # lease or the new one, never a torn one (the boot scan removes a
+        # left-over .lt).
+        p = self._path(si)
+        t = p + "t"  # (.lt)
         try:
             with open(t, "wb") as f:
                 f.write(min(exp, 0xFFFFFFFF).to_bytes(4, "big"))
-            os.rename(t, self._path(si))
+            os.rename(t, p)
         except OSError:
             try:
                 os.remove(t)

@@ -1,9 +1,12 @@
 # Share store on flash and its resource /s (see protocols/RESOURCES.md).
 # Layout: <root>/s/<si base64url>/<shnum>, and the index's lease in
 # <root>/s/<si>/.l (ohnode.lease); uploads stream block by block into
-# <root>/s/.up<slot> and are renamed into place once length and SHA-256
-# check out, so a crash never leaves a partial share under a real name.
-# Names starting with '.' are never shares: listings and counts skip them.
+# <root>/s/<si>/.up<slot> and are renamed into place once length and SHA-256
+# check out, so a crash never leaves a partial share under a real name. The
+# temporary is in the share's own folder: a rename within a folder is one
+# littlefs commit, across folders it was three (with the lease's, a fifth
+# of a board's CPU on 1 MiB puts). Names starting with '.' are never
+# shares: listings and counts skip them.
 import os
 import gc
 import binascii
@@ -109,7 +112,7 @@ class Shares:
     tcp = None  # the node's ticks when it serves CoAP over TCP (ohnode.tcp)
     def __init__(self, srv, root, cfg, ticks):
         self._srv = srv
-        self.dir = root + "/s"  # the share folders, and temporaries (.up<slot>, .lt)
+        self.dir = root + "/s"  # the share folders (in each: shares, .l, temporaries .up<slot>, .lt)
         self.max_share = cfg.get("max_share", 1 << 20)
         self._maxn = cfg.get("max_shares", 256)
         self._bs = cfg.get("block_size", 4096)
@@ -127,7 +130,8 @@ class Shares:
 
     def _scan(self):
         # Count shares and remove leftovers of uploads and lease writes cut
-        # by a reset (.up<slot>, .lt).
+        # by a reset (.up<slot>, .lt: in the share folders, or at the top as
+        # earlier firmware left them).
         d = self.dir
         try:
             os.mkdir(d)
@@ -138,7 +142,13 @@ class Shares:
             if e[0][0] == ".":
                 _rm(d + "/" + e[0])
             elif e[1] == 0x4000:
-                k = _count(d + "/" + e[0])
+                sd = d + "/" + e[0]
+                k = 0
+                for f in list(os.ilistdir(sd)):
+                    if f[0][0] != ".":
+                        k += 1
+                    elif f[0] != ".l":
+                        _rm(sd + "/" + f[0])
                 if not k:  # made just before a reset cut the upload
                     self._prune(e[0])
                 n += k
@@ -386,6 +396,8 @@ class Shares:
         u.drop()
         self._up[self._up.index(u)] = None
         self._gc()
+        k = u.key
+        self._prune(k[len(self.dir) + 1 : k.rfind("/")])  # (its folder, if no share is left in it)
 
     def _expire(self, now):
         diff = self._ticks[1]
@@ -411,8 +423,20 @@ class Shares:
             return None
         for i in range(_SLOTS):
             if self._up[i] is None:
+                d = key[: key.rfind("/")]  # the share's folder: its temporary goes there
+                try:
+                    os.mkdir(d)
+                    self._due += 2 * self._bs  # (a folder is a metadata pair)
+                except OSError:
+                    pass
                 gc.collect()  # the file's buffers go low, out of the way
-                u = U.Upload(req.peer, key, "%s/.up%d" % (self.dir, i), size, now)
+                try:
+                    u = U.Upload(req.peer, key, "%s/.up%d" % (d, i), size, now)
+                except OSError:  # (no room for the folder or the file)
+                    self._st = None
+                    self._prune(d[len(self.dir) + 1 :])
+                    rsp.err(P.SERVICE_UNAVAILABLE, "no space")
+                    return None
                 u.digest = digest
                 self._up[i] = u
                 self._gc()
@@ -514,19 +538,11 @@ class Shares:
         if u.h.digest() != u.digest:
             self._drop(u)
             return rsp.err(P.BAD_REQUEST, "hash mismatch")
-        d = self.dir + "/" + si
-        c = u.off // self._bs + 2  # blocks it takes: its own, one more for pointers and metadata
-        try:
-            os.mkdir(d)
-            c += 2  # (a folder is a metadata pair)
-        except OSError:
-            pass
         old = _exists(p)
         try:
             os.rename(u.tmp, p)  # atomic, replacing any old share (littlefs)
         except OSError:
             self._drop(u)
-            self._prune(si)
             return rsp.err(P.SERVICE_UNAVAILABLE, "no space")
         self._up[self._up.index(u)] = None
         self._gc()
@@ -534,7 +550,7 @@ class Shares:
             self._st = None
         else:
             self.count += 1
-            self._due += c * self._bs
+            self._due += (u.off // self._bs + 2) * self._bs  # its blocks, one more for pointers and metadata
         if self.lease:
             self.lease.stored(si, u.lease)
         rsp.code = P.CHANGED if old else P.CREATED

@@ -18,8 +18,8 @@ block1, put_block = F.block1, F.put_block
 
 def no_leftovers(where):
     names = F.ls("/oht/s") or []
-    for n in names:
-        check(not n.startswith(".up"), "temporary file %s left after %s" % (n, where))
+    for n in F.temporaries():
+        check(False, "temporary file %s left after %s" % (n, where))
     return names
 
 

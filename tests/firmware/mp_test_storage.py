@@ -35,8 +35,8 @@ def entries(m):
 
 
 def no_leftovers():
-    for n in F.ls("/oht/s") or []:
-        check(not n.startswith(".up"), "temporary file %s left" % n)
+    for n in F.temporaries():
+        check(False, "temporary file %s left" % n)
 
 
 def test_empty_listing():

@@ -186,6 +186,19 @@ def ls(d):
         return None
 
 
+def temporaries(d="/oht/s"):
+    # Upload and lease temporaries (.up<slot>, .lt) in the share store d and
+    # its folders, as "folder/name".
+    out = []
+    for n in ls(d) or []:
+        if n.startswith(".up") or n == ".lt":
+            out.append(n)
+        for m in ls(d + "/" + n) or []:
+            if m.startswith(".up") or m == ".lt":
+                out.append(n + "/" + m)
+    return out
+
+
 def _collected(fn):
     def t():
         gc.collect()
