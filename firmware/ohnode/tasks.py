@@ -475,7 +475,15 @@ class Tasks:
         self._st.done += 1
         dt = plat.ticks[1](plat.ticks[0](), t0)
         st = C.TS_DONE if err is None else C.TS_FAILED
-        b = self._result(e[_ID], st, vb, err, dt)
+        try:
+            b = self._result(e[_ID], st, vb, err, dt)
+        except MemoryError:
+            # No heap for the result: the task fails rather than stay
+            # "running" for good (every later task was then answered busy).
+            vb = err = None
+            gc.collect()
+            st = C.TS_FAILED
+            b = self._result(e[_ID], st, None, ("MemoryError", "no heap for the result"), dt)
         self._state(e, st, b)
         return b
 

@@ -70,4 +70,29 @@ def test_result_bytes_are_the_vectors():
     check(n >= 5, "task-result vectors: %d" % n)
 
 
+
+def test_no_heap_for_the_result_fails_the_task_and_frees_the_board():
+    # The result map cannot be made (MemoryError once, as on a fragmented
+    # heap): the task fails with MemoryError instead of staying "running",
+    # which left the board answering every later task 5.03 busy for good.
+    tk = nd.srv.res["t"]
+    real = tk._result
+    calls = []
+
+    def once(*a):
+        calls.append(a)
+        if len(calls) == 1:
+            raise MemoryError("memory allocation failed")
+        return real(*a)
+
+    tk._result = once
+    try:
+        m = T.run(nd, CODE, "add", (4, 5), tid=41)
+    finally:
+        del tk._result
+    eq((m[C.TR_STATE], m[C.TR_ERROR][0]), (C.TS_FAILED, "MemoryError"), "failed, MemoryError: %r" % m)
+    check(P.ST_TASK_RUNNING not in T.status(nd), "nothing left running")
+    eq(T.run(nd, CODE, "add", (4, 5), tid=42)[C.TR_VALUE], 9, "the next task runs")
+
+
 F.run(globals())
