@@ -339,13 +339,16 @@ def test_endless_loop_times_out_board_resets_and_rejoins(cgrid, tmp_path):
     assert "no answer" in res[5]["error"][1] or "became unreachable" in res[5]["error"][1], res[5]
     assert all(r["status"] == "ok" for i, r in enumerate(res) if i != 5)
     s = json.loads((tmp_path / "s.json").read_text())
-    stuck = s["retries"][0]["board"]
     # Only task 5 is charged; a batch that was on the stuck board too (when
     # the boards are slow enough for one to be in flight) is sent again
     # alone, free ("its batch failed"), as any batch lost with its board.
+    # (Task 5 itself may have been in such a batch: then it stopped that
+    # board first, and is charged on the next one.)
     charged = [r for r in s["retries"] if "its batch failed" not in r["why"]]
     assert [r["task"] for r in charged] == [5], s["retries"]
-    assert all(r["board"] == stuck for r in s["retries"]), s["retries"]
+    stuck = charged[0]["board"]
+    looped_on = {r["board"] for r in s["retries"] if r["task"] == 5}
+    assert all(r["board"] in looped_on for r in s["retries"]), s["retries"]
     # the board's watchdog reset it; it comes back and says which task it lost
     wait_for(lambda: fleet.info(stuck).restarts > before[stuck], timeout=30)
     board = fleet.info(stuck)

@@ -4,8 +4,20 @@
 A board that fails an attempt by silence or an ICMP error is marked down:
 no task goes to it, and it is probed with ``GET /i`` (every 0.25 s, backing
 off to 2 s) until it answers; a board restarted by its watchdog then says
-which task it lost (``ST_TASK_LOST``), which goes into the summary. The
-watch loop fails tasks that cannot be run: every board gone for
+which task it lost (``ST_TASK_LOST``), which goes into the summary.
+
+A board that answers 5.03 busy is asked again after the Max-Age it gave,
+for as long as a task's time limit (plus the margin): busy for longer, it
+is set aside like a silent one, until ``GET /i`` shows it running no task,
+and its tasks go to other boards. Seen: a board answered every task busy
+for good while still answering ``GET /i`` (most likely a task entry left
+unfinished by a MemoryError), and the ranges of ``--over`` (which go to the
+board holding their share while it is up) waited on it forever. A board
+that is still busy when it comes back, without having answered a task in
+between, fails the attempts it refuses, so that tasks end even on a board
+that says it runs nothing and refuses everything.
+
+The watch loop fails tasks that cannot be run: every board gone for
 ``GIVE_UP`` seconds, too little heap everywhere, replicas that cannot agree.
 """
 
@@ -15,7 +27,7 @@ import asyncio
 import time
 
 from openheap.compute import wire as W
-from openheap.compute.task import Board
+from openheap.compute.task import Attempt, Board, Task
 from openheap.errors import CoapError
 
 __all__ = ["Health", "PROBE_MIN", "PROBE_MAX", "GIVE_UP"]
@@ -36,6 +48,34 @@ class Health:
         b.probing = asyncio.ensure_future(self._probe(b))
         self._poke()
 
+    def _board_busy(self, b: Board, t: Task, a: Attempt, max_age: int | None, limit: float,
+                    first: bool = True, batch: bool = False) -> None:
+        """``b`` answered attempt ``a`` of ``t`` 5.03 busy (``first``: the
+        first attempt of its request; ``batch``: one of a batch). The task
+        goes back to the queue and ``b`` is asked again after ``max_age``
+        seconds; busy for longer than ``limit`` (the attempt's time limit),
+        ``b`` is set aside (marked down) until ``GET /i`` shows it running
+        no task. Set aside once already, back and still busy without having
+        answered a task since, ``b`` fails the attempt."""
+        now = time.monotonic()
+        if not b.busy_since:
+            b.busy_since = now
+        spell = now - b.busy_since
+        if spell <= limit:
+            self._abandon(t, a)
+            if first:
+                b.busy_until = now + (max_age if max_age else 0.05)
+                self.summary.busy += 1
+            return
+        if b.busy_downs:
+            self._failed(b, t, a, "the board still answers busy (for %.0f s now) after it said it runs no task"
+                         % spell, batch)
+        else:
+            self._abandon(t, a)  # (whatever runs there, maybe another job's task, is no fault of this one)
+        if first:
+            b.busy_downs += 1
+            self._board_down(b, "answered busy for %.1f s" % spell)
+
     async def _probe(self, b: Board) -> None:
         pause = PROBE_MIN
         while not self._closing:
@@ -45,6 +85,9 @@ class Health:
             except (CoapError, OSError):
                 pause = min(pause * 1.5, PROBE_MAX)
                 continue
+            if b.busy_downs and st.get(W.ST_TASK_RUNNING) is not None:
+                pause = min(pause * 1.5, PROBE_MAX)
+                continue  # set aside as busy: back once it runs no task
             lost = st.get(W.ST_TASK_LOST)
             b.restarts.append((time.monotonic(), lost))
             if lost is not None and lost in self._ids:

@@ -14,14 +14,18 @@ Failures of the grid, not of the function (no answer in time, the board
 unreachable, a board reset by its watchdog, a task the board reports lost),
 send the task to another board, up to ``retries`` times; the board is then
 left alone and probed (``GET /i``) until it answers again (a board restarted
-by its watchdog rejoins and says which task it lost). Once the queue has
-drained, a task running for much longer than its kind usually takes gets
-one speculative duplicate on an idle board (it uses up one retry): whichever
-answers first wins. With ``replicas`` R, a result is accepted when R boards
-returned the same value (CBOR-equal); a disagreement gets a further run on a
-new board and is reported. What the function itself raised is a result like
-any value (it is not retried), except a MemoryError: a board's free heap
-varies, so another board tries while retries are left.
+by its watchdog rejoins and says which task it lost). A board that answers
+busy (5.03) is asked again after its Max-Age, for at most a task's limit:
+busy for longer, it is set aside the same way (:meth:`Health._board_busy`),
+and tasks that wait for it (ranges on the board holding their share) go
+elsewhere. Once the queue has drained, a task running for much longer than
+its kind usually takes gets one speculative duplicate on an idle board (it
+uses up one retry): whichever answers first wins.
+With ``replicas`` R, a result is accepted when R boards returned the same
+value (CBOR-equal); a disagreement gets a further run on a new board and is
+reported. What the function itself raised is a result like any value (it
+is not retried), except a MemoryError: a board's free heap varies, so
+another board tries while retries are left.
 
 Results can be served from a :class:`~openheap.compute.cache.ResultCache`.
 """
@@ -383,11 +387,9 @@ class Scheduler(Outcomes, Health):
         the board's own state is to be updated too (once per request);
         ``batch``: ``a`` was part of a batch (see :meth:`Outcomes._failed`)."""
         if isinstance(e, BoardBusy):
-            self._abandon(t, a)
-            if first:
-                b.busy_until = time.monotonic() + (e.max_age if e.max_age else 0.05)
-                self.summary.busy += 1
+            self._board_busy(b, t, a, e.max_age, limit, first, batch)
         elif isinstance(e, HeapTooSmall):
+            b.answered()
             self._abandon(t, a)
             t.unfit.add(b.name)
             t.heap_notes[b.name] = e.diagnostic or "heap too small"
@@ -399,6 +401,7 @@ class Scheduler(Outcomes, Health):
             if first:
                 self._board_down(b)
         elif isinstance(e, CoapError):
+            b.answered()
             if e.code == P.REQUEST_ENTITY_TOO_LARGE:  # PUT /c: the module is larger than its code cache
                 t.unfit.add(b.name)
             self._failed(b, t, a, "the board answered %s%s" % (
@@ -448,6 +451,7 @@ class Scheduler(Outcomes, Health):
     def _settle(self, b: Board, t: Task, a: Attempt, res: W.Result, kind: tuple, took: float) -> None:
         """What the board answered for attempt ``a`` (``took`` seconds of the board's time)."""
         b.busy_time += took
+        b.answered()
         if res.state == W.TS_DONE or res.state == W.TS_FAILED:
             ms = res.ms if isinstance(res.ms, int) else took * 1000
             self._usual[kind] = ms / 1000 if kind not in self._usual else 0.8 * self._usual[kind] + 0.2 * ms / 1000

@@ -93,12 +93,18 @@ class Board:
         self.down = False
         self.down_since = 0.0
         self.busy_until = 0.0
+        self.busy_since = 0.0  # when its current spell of 5.03 busy answers began (0: none)
+        self.busy_downs = 0  # times it was set aside for being busy since it last answered a task
         self.done = self.failed = self.lost = self.errors = 0
         self.busy_time = 0.0
         self.up_event = asyncio.Event()
         self.up_event.set()
         self.probing: asyncio.Task | None = None
         self.restarts: list[tuple[float, int | None]] = []  # (when, task id it said it lost)
+
+    def answered(self) -> None:
+        """It answered a task (not 5.03 busy): any spell of busy answers is over."""
+        self.busy_since, self.busy_downs = 0.0, 0
 
 
 def short(answer) -> str:
