@@ -122,6 +122,32 @@ def test_unreachable_node_comes_back(reg, clock):
     assert back.state == REGISTERED and back.state_since == clock.t
 
 
+@pytest.mark.parametrize("how", ["refresh", "register"])
+def test_comeback_before_a_sweep_still_reports_the_silence(reg, clock, how):
+    """A node back before any sweep recorded it unreachable: the silence is
+    reported (once) all the same, with the node as it was last seen."""
+    missed = []
+    reg.on_missed_sweep = missed.append
+    rec, _ = reg.register(info(), "127.0.0.1", 1, 60)
+    last_seen = clock.t
+    clock.t += 30
+    reg.refresh(rec.reg_id, info(), "127.0.0.1", 1)  # in time: nothing to report
+    assert missed == []
+    clock.t += 60 + 10 + 5  # past lifetime + grace, no sweep ran
+    if how == "refresh":
+        back, previous = reg.refresh(rec.reg_id, info(), "127.0.0.1", 1)
+    else:
+        back, previous = reg.register(info(), "127.0.0.1", 1, 60)
+    assert previous == UNREACHABLE and back.state == REGISTERED
+    assert [(r.name, r.state, r.last_seen) for r in missed] == [("node01", UNREACHABLE, last_seen + 30)]
+    assert reg.sweep() == [] and len(missed) == 1
+    # swept first: the sweep reported it, the registration does not again
+    clock.t += 1000
+    assert [r.name for r in reg.sweep()] == ["node01"]
+    reg.register(info(), "127.0.0.1", 1, 60)
+    assert len(missed) == 1
+
+
 def test_nodes_filter_and_order(reg, clock):
     reg.register(info("node10"), "127.0.0.1", 1, 60)
     reg.register(info("node02"), "127.0.0.1", 2, 5)

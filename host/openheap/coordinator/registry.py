@@ -262,6 +262,9 @@ class Registry:
         self.path = Path(path)
         self.grace = float(grace)
         self.clock = clock
+        # callable(NodeRecord as last seen): a node found unreachable by a
+        # registration of it before a sweep recorded it (the service logs it)
+        self.on_missed_sweep = None
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -347,6 +350,7 @@ class Registry:
         now = self.clock() if now is None else now
         with self._tx() as db:
             row = db.execute("SELECT * FROM nodes WHERE name=?", (info.name,)).fetchone()
+            missed = None if row is None else self._missed(row, now)
             previous = None if row is None else self._effective(row, now).state
             reg_id = self._new_id(db)
             values = dict(asdict(info), host=host, port=int(port), last_seen=now, reg_id=reg_id,
@@ -363,6 +367,7 @@ class Registry:
                 db.execute("UPDATE nodes SET %s WHERE name=?" % ",".join("%s=?" % c for c in cols),
                            [values[c] for c in cols] + [info.name])
             row = db.execute("SELECT * FROM nodes WHERE name=?", (info.name,)).fetchone()
+        self._report_missed(missed)
         return self._effective(row, now), previous
 
     def refresh(self, reg_id: str, info: NodeInfo, host: str, port: int, lifetime: int | None = None,
@@ -380,6 +385,7 @@ class Registry:
                 return None
             if row["name"] != info.name:
                 raise UsageError("registration %s belongs to node %s, not %s" % (reg_id, row["name"], info.name))
+            missed = self._missed(row, now)
             previous = self._effective(row, now).state
             values = dict(asdict(info), host=host, port=int(port), last_seen=now, state=REGISTERED)
             if lifetime is not None:
@@ -390,7 +396,19 @@ class Registry:
             db.execute("UPDATE nodes SET %s WHERE reg_id=?" % ",".join("%s=?" % c for c in cols),
                        [values[c] for c in cols] + [reg_id])
             row = db.execute("SELECT * FROM nodes WHERE reg_id=?", (reg_id,)).fetchone()
+        self._report_missed(missed)
         return self._effective(row, now), previous
+
+    def _missed(self, row, now: float) -> NodeRecord | None:
+        # The node as last seen when its registration ran out (plus grace)
+        # but no sweep has recorded it yet: its silence is reported all the
+        # same, so the log shows every "unreachable" that GET /v1/nodes showed.
+        rec = self._effective(row, now)
+        return rec if row["state"] == REGISTERED and rec.state == UNREACHABLE else None
+
+    def _report_missed(self, rec: NodeRecord | None) -> None:
+        if rec is not None and self.on_missed_sweep is not None:
+            self.on_missed_sweep(rec)
 
     @staticmethod
     def _new_id(db) -> str:

@@ -162,6 +162,7 @@ class Coordinator:
         try:
             token = load_or_create_token(self.paths.token)
             self.registry = Registry(self.paths.db, grace=self.grace, clock=self.clock)
+            self.registry.on_missed_sweep = self._unreachable
             site = make_site(self.registry, lease_default=self.lease_default, clock=self.clock,
                              on_event=self._event)
             self.coap_context, self.coap_port = await self._bind_coap(site)
@@ -354,9 +355,15 @@ class Coordinator:
                 log.exception("sweeping the registry failed")
                 continue
             for rec in changed:
-                log.warning("node %s is unreachable: no refresh for %.0f s (lifetime %d s)", rec.name,
-                            self.clock() - rec.last_seen, rec.lifetime)
-                self._event(UNREACHABLE, rec, "registered")
+                self._unreachable(rec)
+
+    def _unreachable(self, rec, now: float | None = None) -> None:
+        """Log and announce that ``rec`` (as last seen) stopped refreshing:
+        found by the sweep, or by its own late refresh before a sweep ran."""
+        now = self.clock() if now is None else now
+        log.warning("node %s is unreachable: no refresh for %.0f s (lifetime %d s)", rec.name,
+                    now - rec.last_seen, rec.lifetime)
+        self._event(UNREACHABLE, rec, "registered")
 
 
 async def open_coap_server(site, host: str, port: int) -> aiocoap.Context:
