@@ -57,6 +57,43 @@ def si_text(si: bytes | str) -> str:
     return base64.urlsafe_b64encode(bytes(si)).rstrip(b"=").decode()
 
 
+class ContextPool:
+    """One aiocoap client context per node address, kept from one operation
+    to the next by a long-running process (the coordinator).
+
+    Every grid operation gives each node a context of its own (see
+    :class:`openheap.storage.engine.Grid`); creating them costs about 0.4 ms
+    of CPU each (measured: 4 ms for the 10 of a 3-of-10 put, 25 ms the first
+    time), which a pool pays once per node. The pool's owner shuts it down
+    with :meth:`close`; the clients that borrow a context leave it open.
+    """
+
+    MAX = 1024  # contexts kept; past this, clients make their own again
+
+    def __init__(self):
+        self._ctx: dict[tuple[str, int], aiocoap.Context] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, host: str, port: int) -> aiocoap.Context | None:
+        """The context for ``host:port`` (made on first use), or None when the pool is full."""
+        key = (host, port)
+        ctx = self._ctx.get(key)
+        if ctx is None:
+            async with self._lock:
+                ctx = self._ctx.get(key)
+                if ctx is None and len(self._ctx) < self.MAX:
+                    ctx = self._ctx[key] = await aiocoap.Context.create_client_context()
+        return ctx
+
+    def __len__(self) -> int:
+        return len(self._ctx)
+
+    async def close(self) -> None:
+        """Shut every context down."""
+        ctxs, self._ctx = list(self._ctx.values()), {}
+        await asyncio.gather(*(c.shutdown() for c in ctxs), return_exceptions=True)
+
+
 class NodeClient:
     """CoAP client for one node at ``host:port``.
 

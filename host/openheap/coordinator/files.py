@@ -15,7 +15,7 @@ from openheap.errors import UsageError
 from openheap.storage import engine
 from openheap.storage.caps import LiteralCap, ReadCap, VerifyCap, parse_cap
 from openheap.storage.crypto import load_or_create_secret
-from openheap.node import si_text
+from openheap.node import ContextPool, si_text
 from openheap.storage.errors import NotHappy
 from openheap.storage.layout import Params, share_length
 from openheap.storage.leases import LeaseInfo, renew_on
@@ -82,12 +82,17 @@ class GridFiles(FileService):
         self.coordinator = coordinator
         self.registry = coordinator.registry
         self.secret = None
+        self.contexts = ContextPool()  # the nodes' aiocoap contexts, kept between operations
 
     async def start(self) -> None:
         self.secret = load_or_create_secret(self.coordinator.paths.dir / "secret")
 
     async def close(self) -> None:
-        pass
+        await self.contexts.close()
+
+    def grid(self, peers: list[engine.Peer]) -> engine.Grid:
+        """The storage engine's view of ``peers`` for one operation (``async with``)."""
+        return engine.Grid(peers, timeout=NODE_TIMEOUT, contexts=self.contexts)
 
     def peers(self, registered_only: bool, names=None) -> list[engine.Peer]:
         """The registry's nodes as engine peers (only registered ones if
@@ -109,7 +114,7 @@ class GridFiles(FileService):
             if options.size is not None and size != options.size:
                 raise UsageError("the upload ended after %d of its %d bytes" % (size, options.size))
             spool.seek(0)
-            async with engine.Grid(peers, timeout=NODE_TIMEOUT) as grid:
+            async with self.grid(peers) as grid:
                 res = await engine.put(grid, spool, size, k=k, n=n, happy=happy,
                                        secret=None if options.random_key else self.secret)
                 cap = res.cap.to_string()
@@ -143,7 +148,7 @@ class GridFiles(FileService):
                 await queue.put(data)
 
         async def run():
-            async with engine.Grid(self._peers(False), timeout=NODE_TIMEOUT) as grid:
+            async with self.grid(self._peers(False)) as grid:
                 result = await engine.get(grid, c, _Out())
             await queue.put(None)
             return result
@@ -195,7 +200,7 @@ class GridFiles(FileService):
         removed = 0
         entries = 0
         if isinstance(c, (ReadCap, VerifyCap)):
-            async with engine.Grid(self._peers(False), timeout=NODE_TIMEOUT) as grid:
+            async with self.grid(self._peers(False)) as grid:
                 removed = await engine.delete(grid, c.storage_index)
             self.registry.remove_shares(c.storage_index)
             for other in {f.cap for f in self.registry.files(si=c.storage_index)}:
@@ -234,7 +239,7 @@ class GridFiles(FileService):
         if isinstance(c, LiteralCap):
             info["found"] = {"shares": 0, "recoverable": True, "healthy": True, "literal": True}
             return info
-        async with engine.Grid(self.peers(True), timeout=NODE_TIMEOUT) as grid:
+        async with self.grid(self.peers(True)) as grid:
             res = await engine.check(grid, c)
         info["found"] = {"shares": res.shares, "nodes": res.nodes, "needed": res.k, "n": res.n,
                          "where": {str(s): nds for s, nds in sorted(res.good.items())},
@@ -252,7 +257,7 @@ class GridFiles(FileService):
         si = getattr(c, "storage_index", None)
         found = None
         if si is not None:
-            async with engine.Grid(self.peers(True), timeout=NODE_TIMEOUT) as grid:
+            async with self.grid(self.peers(True)) as grid:
                 res = await engine.check(grid, c)
                 self.record_check(si, res, set(grid.clients))
                 await self.renew(grid, si, {nd for nds in res.good.values() for nd in nds})
@@ -273,7 +278,7 @@ class GridFiles(FileService):
             caps = [f.cap for f in self.registry.files()]
         verify = verify or repair  # a corrupt share is only found by reading it
         out = []
-        async with engine.Grid(self._peers(False), timeout=NODE_TIMEOUT) as grid:
+        async with self.grid(self._peers(False)) as grid:
             live = [p for p in self._peers(True)]
             for text in caps:
                 c = parse_cap(text)

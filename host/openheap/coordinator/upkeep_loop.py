@@ -54,7 +54,6 @@ DEFAULT_REPAIR_EVERY = 300.0  # seconds between repair scheduler runs
 DEFAULT_REPAIR_FILES = 4  # files repaired at most per run
 RENEW_WHEN_LEFT = 0.5  # renew a lease once less than this part of it is left
 HISTORY = 50  # repairs remembered for the status
-NODE_TIMEOUT = 5.0
 
 LIVE, WAITING, LOST = "live", "waiting", "lost"
 
@@ -181,7 +180,7 @@ class Upkeep:
         renewed = failed = dropped = 0
         if due:
             nodes = set().union(*due.values())
-            async with engine.Grid(self.files.peers(True, nodes), timeout=NODE_TIMEOUT) as grid:
+            async with self.files.grid(self.files.peers(True, nodes)) as grid:
                 for si, holders in due.items():
                     before = {sh.node for sh in self.registry.shares(si)}
                     got = await self.files.renew(grid, si, holders)
@@ -308,7 +307,7 @@ class Upkeep:
         si = cap.storage_index
         classes = self.classify()
         live_peers = self.files.peers(True)
-        async with engine.Grid(live_peers, timeout=NODE_TIMEOUT) as grid:
+        async with self.files.grid(live_peers) as grid:
             checked = await engine.check(grid, cap)
             self.files.record_check(si, checked, set(grid.clients))
             presumed: dict[int, list[str]] = {}

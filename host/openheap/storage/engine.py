@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
 from openheap.errors import CoapError
-from openheap.node import NodeClient
+from openheap.node import ContextPool, NodeClient
 from openheap.storage import crypto
 from openheap.storage.caps import LITERAL_MAX, LiteralCap, ReadCap, VerifyCap
 from openheap.storage.decoder import Decoder
@@ -80,17 +80,24 @@ class Grid:
     one socket for many peers, fails requests to live nodes when an ICMP
     "port unreachable" from a dead one arrives at the same time (seen on
     loopback with several boards down), and a grid operation must tell a
-    dead node from a live one.
+    dead node from a live one. ``contexts`` (a :class:`ContextPool`) lends
+    them instead, kept from one operation to the next.
     """
 
-    def __init__(self, peers: list[Peer], *, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, peers: list[Peer], *, timeout: float = DEFAULT_TIMEOUT,
+                 contexts: ContextPool | None = None):
         self.peers = {p.name: p for p in peers}
         self.timeout = timeout
+        self.contexts = contexts  # a long-running process's pool of them, if any
         self.clients: dict[str, NodeClient] = {}
 
     async def __aenter__(self) -> "Grid":
-        self.clients = {p.name: NodeClient(p.host, p.port, name=p.name, timeout=self.timeout)
-                        for p in self.peers.values()}
+        peers = list(self.peers.values())
+        ctxs = [None] * len(peers)
+        if self.contexts is not None:
+            ctxs = [await self.contexts.get(p.host, p.port) for p in peers]
+        self.clients = {p.name: NodeClient(p.host, p.port, name=p.name, timeout=self.timeout, context=c)
+                        for p, c in zip(peers, ctxs)}
         await asyncio.gather(*(c.__aenter__() for c in self.clients.values()))
         return self
 
