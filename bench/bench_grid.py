@@ -11,7 +11,10 @@ up at MTU 1500 and its segmentation/receive offloads turned off, so that
 Tahoe's listeners on all interfaces stay private and TCP pays LAN-sized
 packets. Root is needed (for the namespace, ``ethtool`` and ``nft``).
 
-For each system, one after the other (never both running at once):
+Both grids are up at once and take turns, a put and its get at a time, the
+other grid's processes stopped (SIGSTOP) meanwhile, so that a drift in the
+machine's speed weighs on both alike (``--sequential``: one system after the
+other, never both running):
 
 * openheap: ``openheap up --nodes 10 --board virtual --fs-size ...`` in a
   temporary home (``--home``), files stored with ``openheap put FILE -k 3 -n
@@ -772,6 +775,22 @@ def run_system(sysobj, a, wire: Wire, tmp: Path, our_ns: int) -> dict:
 
 
 def _run_system(sysobj, a, wire, tmp, our_ns, R) -> dict:
+    _start_system(sysobj, a, wire, our_ns, R)
+    work = tmp / "files"
+    work.mkdir(exist_ok=True)
+    for size, run, iface in plan(a):
+        _pair(sysobj, wire, R, size, run, iface, work)
+    _end_system(a, wire, our_ns, R, sysobj)
+    return R
+
+
+def plan(a):
+    """The (size, run, interface) of every put/get pair, in order."""
+    return [(size, run, iface) for size in a.sizes for run in range(a.runs) for iface in a.ifaces]
+
+
+def _start_system(sysobj, a, wire, our_ns, R) -> None:
+    """Start a grid, let it settle, measure its idle traffic and the CLI's start."""
     t0 = time.monotonic()
     log("[%s] starting the grid" % sysobj.name)
     sysobj.start()
@@ -789,42 +808,133 @@ def _run_system(sysobj, a, wire, tmp, our_ns, R) -> dict:
     R["netstat0"] = snmp()
     exe = OPENHEAP if sysobj.name == "openheap" else TAHOE
     R["cli_start"] = [Cli([exe, "--version"], timeout=60).run()["seconds"] for _ in range(3)]
-    work = tmp / "files"
-    work.mkdir(exist_ok=True)
-    seq = 0
-    for size in a.sizes:
-        for run in range(a.runs):
-            for iface in a.ifaces:
-                seq += 1
-                src = work / ("%s-%d-%s-%d.bin" % (sysobj.name, size, iface, run))
-                dst = work / (src.name + ".out")
-                digest = random_file(src, size)
-                put = op(wire, sysobj.pid, getattr(sysobj, iface + "_put"), src)
-                put.update(kind="put", iface=iface, size=size, run=run)
-                R["ops"].append(put)
-                if put["rc"] or not put.get("cap"):
-                    R["failures"].append("put %s %d B run %d: rc %s %s" % (iface, size, run, put["rc"], put.get("stderr", "").strip()[-300:]))
-                    log("[%s] FAILED put %s %d: %s" % (sysobj.name, iface, size, R["failures"][-1]))
-                    src.unlink()
-                    continue
-                get = op(wire, sysobj.pid, getattr(sysobj, iface + "_get"), put["cap"], dst, size)
-                get.update(kind="get", iface=iface, size=size, run=run)
-                ok = get["rc"] == 0 and dst.exists() and (get.get("sha256") or file_hash(dst)) == digest
-                get["verified"] = ok
-                if not ok:
-                    get["rc"] = get["rc"] or "mismatch"
-                    R["failures"].append("get %s %d B run %d: rc %s %s" % (iface, size, run, get["rc"], get.get("stderr", "").strip()[-300:]))
-                    log("[%s] FAILED get %s %d: %s" % (sysobj.name, iface, size, R["failures"][-1]))
-                R["ops"].append(get)
-                for o in (put, get):
-                    o.pop("stdout", None)
-                log("[%s] %-3s %5.1f MiB run %d: put %.2f MB/s (%.2f B/B), get %.2f MB/s (%.2f B/B)%s" % (
-                    sysobj.name, iface, size / MIB, run + 1, size / put["seconds"] / 1e6, put["wire"]["grid_bytes"] / size,
-                    size / get["seconds"] / 1e6, get["wire"]["grid_bytes"] / size, "" if ok else " FAILED"))
-                src.unlink(missing_ok=True)
-                dst.unlink(missing_ok=True)
+
+
+def _pair(sysobj, wire, R, size, run, iface, work) -> None:
+    """One put of a fresh random file and one get of it, checked by SHA-256."""
+    src = work / ("%s-%d-%s-%d.bin" % (sysobj.name, size, iface, run))
+    dst = work / (src.name + ".out")
+    digest = random_file(src, size)
+    put = op(wire, sysobj.pid, getattr(sysobj, iface + "_put"), src)
+    put.update(kind="put", iface=iface, size=size, run=run)
+    R["ops"].append(put)
+    if put["rc"] or not put.get("cap"):
+        R["failures"].append("put %s %d B run %d: rc %s %s" % (iface, size, run, put["rc"], put.get("stderr", "").strip()[-300:]))
+        log("[%s] FAILED put %s %d: %s" % (sysobj.name, iface, size, R["failures"][-1]))
+        src.unlink()
+        return
+    get = op(wire, sysobj.pid, getattr(sysobj, iface + "_get"), put["cap"], dst, size)
+    get.update(kind="get", iface=iface, size=size, run=run)
+    ok = get["rc"] == 0 and dst.exists() and (get.get("sha256") or file_hash(dst)) == digest
+    get["verified"] = ok
+    if not ok:
+        get["rc"] = get["rc"] or "mismatch"
+        R["failures"].append("get %s %d B run %d: rc %s %s" % (iface, size, run, get["rc"], get.get("stderr", "").strip()[-300:]))
+        log("[%s] FAILED get %s %d: %s" % (sysobj.name, iface, size, R["failures"][-1]))
+    R["ops"].append(get)
+    for o in (put, get):
+        o.pop("stdout", None)
+    log("[%s] %-3s %5.1f MiB run %d: put %.2f MB/s (%.2f B/B), get %.2f MB/s (%.2f B/B)%s" % (
+        sysobj.name, iface, size / MIB, run + 1, size / put["seconds"] / 1e6, put["wire"]["grid_bytes"] / size,
+        size / get["seconds"] / 1e6, get["wire"]["grid_bytes"] / size, "" if ok else " FAILED"))
+    src.unlink(missing_ok=True)
+    dst.unlink(missing_ok=True)
+
+
+def _end_system(a, wire, our_ns, R, sysobj) -> None:
     R["end_rest"] = read_status(sysobj.pid)
     R["idle_after"] = measure_idle(wire, min(a.idle, 5.0), our_ns)
+
+
+# --------------------------------------------------------------------------
+# both systems at once, taking turns
+
+RESUME_SETTLE = 0.5  # seconds a resumed grid gets (its overdue timers fire) before its next operation
+
+
+class Turns:
+    """Both grids up, one running: the other one's processes are stopped
+    (SIGSTOP) until its turn (SIGCONT). Tahoe's processes are the process
+    groups of its nodes (each started in a session of its own); openheap's
+    are the rest of the namespace but this process."""
+
+    def __init__(self, our_ns: int, tahoe: "Tahoe"):
+        self.our_ns, self.tahoe = our_ns, tahoe
+        self._snmp0: dict = {}
+
+    def pids(self, which: str) -> list[int]:
+        groups = {p.pid for p in self.tahoe.procs}
+        out = []
+        for p in pids_in_netns(self.our_ns):
+            if p == os.getpid():
+                continue
+            try:
+                g = os.getpgid(p)
+            except OSError:
+                continue
+            if (g in groups) == (which == "tahoe"):
+                out.append(p)
+        return out
+
+    @staticmethod
+    def _signal(pids, sig) -> None:
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except OSError:
+                pass
+
+    def pause(self, which: str, R: dict) -> None:
+        """Stop ``which``'s processes; what TCP did meanwhile adds to R["netstat"]."""
+        now = snmp()
+        for k, v in now.items():
+            d = v - self._snmp0.get(k, v)
+            if d:
+                R["netstat"][k] = R["netstat"].get(k, 0) + d
+        self._signal(self.pids(which), signal.SIGSTOP)
+
+    def resume(self, which: str) -> None:
+        self._signal(self.pids(which), signal.SIGCONT)
+        time.sleep(RESUME_SETTLE)
+        self._snmp0 = snmp()
+
+    def resume_all(self) -> None:
+        self._signal([p for p in pids_in_netns(self.our_ns) if p != os.getpid()], signal.SIGCONT)
+
+
+def run_interleaved(a, wire: Wire, tmp: Path, our_ns: int, max_size: int, files: float) -> dict:
+    """Both grids up at once, taking turns pair by pair (a put and its get),
+    the other one stopped meanwhile, openheap first in even-numbered pairs and
+    Tahoe first in odd ones: the machine's speed, which drifts over minutes on
+    a shared host, then weighs on both alike."""
+    systems = {"openheap": Openheap(tmp, max_size, files), "tahoe": Tahoe(tmp)}
+    R = {n: {"ops": [], "failures": [], "netstat": {}} for n in systems}
+    turns = Turns(our_ns, systems["tahoe"])
+    work = tmp / "files"
+    work.mkdir(exist_ok=True)
+    started = []
+    try:
+        for name, sysobj in systems.items():  # each starts, settles and idles alone
+            started.append(name)
+            _start_system(sysobj, a, wire, our_ns, R[name])
+            turns._snmp0 = R[name]["netstat0"]  # (TCP counts from here, as in a sequential run)
+            turns.pause(name, R[name])
+        for i, (size, run, iface) in enumerate(plan(a)):
+            for name in (("openheap", "tahoe") if i % 2 == 0 else ("tahoe", "openheap")):
+                turns.resume(name)
+                wire.set_api_port(R[name]["api_port"])
+                _pair(systems[name], wire, R[name], size, run, iface, work)
+                turns.pause(name, R[name])
+        for name, sysobj in systems.items():
+            turns.resume(name)
+            wire.set_api_port(R[name]["api_port"])
+            _end_system(a, wire, our_ns, R[name], sysobj)
+            turns.pause(name, R[name])
+    finally:
+        turns.resume_all()
+        for name in started:
+            log("[%s] stopping the grid" % name)
+            systems[name].stop()
     return R
 
 
@@ -1077,7 +1187,7 @@ def report(a, R, env) -> str:
                          "(TCPSACKReorder), %d out-of-order queued" % (
                              ns.get("Tcp.RetransSegs", 0), ns.get("TcpExt.TCPDSACKRecvSegs", 0),
                              ns.get("TcpExt.TCPSACKReorder", 0), ns.get("TcpExt.TCPOFOQueue", 0)))
-    row("TCP over the whole phase of that system (duplicates = spurious retransmissions after reordering, not losses)",
+    row("TCP while that system ran its operations (duplicates = spurious retransmissions after reordering, not losses)",
         cells_pad(cells, cols))
     cells = []
     for n, res in cols:
@@ -1127,7 +1237,7 @@ def report(a, R, env) -> str:
         L.append("Observations:\n")
         L.extend("* " + o for o in obs)
         L.append("")
-    L.append(METHOD)
+    L.append(METHOD % (ORDER_SEQUENTIAL if a.sequential else ORDER_TURNS))
     return "\n".join(L) + "\n"
 
 
@@ -1173,7 +1283,14 @@ def report_big(a, R, env, L) -> str:
     return "\n".join(L) + "\n"
 
 
-METHOD = """Method: everything ran in a private network namespace (`unshare --net`; `lo` up, MTU 1500, `ethtool -K lo tso off gso off gro off`), one system after the other. openheap: `openheap up --nodes 10 --board virtual --fs-size ...` in a temporary home, `openheap put FILE -k 3 -n 10 --happy 7` / `openheap get CAP -o FILE`, and the coordinator's HTTP API (`POST /v1/files`, `GET /v1/files/<cap>`); memory is the coordinator daemon that `openheap up` starts (`openheap serve` in the background, pid from `api.json`). Tahoe-LAFS from PyPI in its own venv: one introducer, 10 storage nodes, one client node on 127.0.0.1 (`shares.needed/happy/total` 3/7/10), `tahoe put FILE` / `tahoe get CAP FILE` and its web API (`PUT /uri`, `GET /uri/<cap>`); memory is the client node. Each put stores a fresh random file (both systems encrypt convergently), each get reads it back to a file and is compared by SHA-256. MB/s = 10^6 bytes / wall time of the CLI process or HTTP request (so CLI figures include the process start, measured on its own as `--version`). Wire bytes: `lo` tx_bytes from `/proc/net/dev` (per namespace; `/sys/class/net` still shows the host's `lo` after `unshare --net`) minus the traffic to and from the local HTTP API port (CLI or benchmark ↔ coordinator / client node, counted by nftables rules on the input hook, where lo's packets arrive already segmented), i.e. the IP packets (headers included) between the coordinator / client node and the storage nodes, plus the grid's own background traffic during the operation; that background is measured over an idle window before the runs and subtracted at its rate × the operation's duration (the gross figure is given too). Memory: VmHWM from `/proc/<pid>/status`, reset before each operation by writing 5 to `/proc/<pid>/clear_refs`; CLI peak RSS from `wait4`'s `ru_maxrss`. Targets (issue): openheap ≤ 1.1 × n/k = 3.67 wire bytes per plaintext byte on put and ≤ 1.1 on get; throughput above Tahoe's."""
+METHOD = """Method: everything ran in a private network namespace (`unshare --net`; `lo` up, MTU 1500, `ethtool -K lo tso off gso off gro off`), %s. openheap: `openheap up --nodes 10 --board virtual --fs-size ...` in a temporary home, `openheap put FILE -k 3 -n 10 --happy 7` / `openheap get CAP -o FILE`, and the coordinator's HTTP API (`POST /v1/files`, `GET /v1/files/<cap>`); memory is the coordinator daemon that `openheap up` starts (`openheap serve` in the background, pid from `api.json`). Tahoe-LAFS from PyPI in its own venv: one introducer, 10 storage nodes, one client node on 127.0.0.1 (`shares.needed/happy/total` 3/7/10), `tahoe put FILE` / `tahoe get CAP FILE` and its web API (`PUT /uri`, `GET /uri/<cap>`); memory is the client node. Each put stores a fresh random file (both systems encrypt convergently), each get reads it back to a file and is compared by SHA-256. MB/s = 10^6 bytes / wall time of the CLI process or HTTP request (so CLI figures include the process start, measured on its own as `--version`). Wire bytes: `lo` tx_bytes from `/proc/net/dev` (per namespace; `/sys/class/net` still shows the host's `lo` after `unshare --net`) minus the traffic to and from the local HTTP API port (CLI or benchmark ↔ coordinator / client node, counted by nftables rules on the input hook, where lo's packets arrive already segmented), i.e. the IP packets (headers included) between the coordinator / client node and the storage nodes, plus the grid's own background traffic during the operation; that background is measured over an idle window before the runs and subtracted at its rate × the operation's duration (the gross figure is given too). Memory: VmHWM from `/proc/<pid>/status`, reset before each operation by writing 5 to `/proc/<pid>/clear_refs`; CLI peak RSS from `wait4`'s `ru_maxrss`. Targets (issue): openheap ≤ 1.1 × n/k = 3.67 wire bytes per plaintext byte on put and ≤ 1.1 on get; throughput above Tahoe's."""
+
+ORDER_SEQUENTIAL = "one system after the other (`--sequential`)"
+ORDER_TURNS = ("both grids up at once, taking turns put-and-get pair by pair (openheap first in even-numbered pairs, "
+               "Tahoe first in odd ones), the other grid's processes stopped with SIGSTOP meanwhile and resumed with "
+               "SIGCONT %g s before their next pair, so that the machine's speed, which drifts over minutes on a shared "
+               "host, weighs on both alike; each grid started, settled and measured its idle traffic while the other "
+               "was stopped or not yet started" % RESUME_SETTLE)
 
 METHOD_BIG = """Method: as for the grid comparison (private network namespace, `lo` MTU 1500 without offloads), openheap only: `openheap up --nodes 10` with boards big enough for one share of the file, one `openheap put FILE -k 3 -n 10 --happy 7` and one `openheap get CAP -o FILE` of a random file, compared by SHA-256. The coordinator's VmRSS and VmHWM were sampled every 0.5 s from `/proc/<pid>/status` during each transfer (VmHWM reset by `/proc/<pid>/clear_refs` before each); the CLI's peak RSS is `wait4`'s `ru_maxrss`. Memory that stays flat while the file is 10-100 times larger shows the path streams."""
 
@@ -1236,6 +1353,8 @@ def parse_args(argv):
     p.add_argument("--no-api", action="store_true", help="CLI only")
     p.add_argument("--no-cli", action="store_true", help="HTTP API only")
     p.add_argument("--only", choices=("openheap", "tahoe"), help="measure one system only")
+    p.add_argument("--sequential", action="store_true",
+                   help="one system after the other (default: both grids up, taking turns pair by pair, the other one stopped)")
     p.add_argument("--idle", type=float, help="idle-traffic window in seconds (default 10; quick 3)")
     p.add_argument("--settle", type=float, default=3.0, help="seconds to let a fresh grid settle before measuring (default 3)")
     p.add_argument("--tahoe-version", default="1.20.0", help="tahoe-lafs version for bench/.tahoe-venv (default 1.20.0)")
@@ -1356,7 +1475,9 @@ def inner(argv) -> int:
         else:
             max_size = max(a.sizes)
             files = len(a.ifaces) * a.runs * sum(a.sizes) / max_size + 1  # in units of the largest file
-            for which in ("openheap", "tahoe"):
+            if not a.sequential and not a.only:
+                R.update(run_interleaved(a, wire, tmp, our_ns, max_size, files))
+            for which in (("openheap", "tahoe") if a.sequential or a.only else ()):
                 if a.only and a.only != which:
                     continue
                 sysobj = Openheap(tmp, max_size, files) if which == "openheap" else Tahoe(tmp)
