@@ -35,7 +35,7 @@ __all__ = ["TcpChannel", "TcpUnavailable", "frame", "acquire", "release", "PUT_B
 
 CONNECT_TIMEOUT = 2.0  # seconds to connect and get the node's CSM
 MAX_MESSAGE_SIZE = 1 << 20  # what we take (our CSM); a node's answer is at most P.BERT_MAX KiB
-PUT_BLOCKS = 32  # KiB per BERT PUT
+PUT_BLOCKS = 64  # KiB per BERT PUT (P.BERT_MAX; 32 measured: an 8 MiB put on 10 boards 0.40-0.42 s, 64: 0.35-0.37 s, less CPU on both ends)
 PUT_IN_FLIGHT = 4  # BERT PUTs sent before the oldest one's answer is awaited
 BLOCK = 1024  # the unit BERT block numbers count
 
