@@ -177,6 +177,24 @@ def test_cli_check_verify_repair(run_cli, grid, tmp_path):
     flip_byte_in_image(info.image, "/s/%s/1" % si_text(parse_cap(cap).storage_index), HEADER_SIZE + 100)
     fleet.up(5)
 
+    # get reads k of the 5 shares, the fastest boards first: it meets the
+    # corrupt one unless the victim answered later than three others (then
+    # it reads no share 1 at all; try again)
+    back = tmp_path / "back0"
+    for _ in range(4):
+        got = run_cli("get", cap, "-o", back, timeout=120)
+        assert back.read_bytes() == src.read_bytes()
+        if "corrupt" in got.stderr:
+            break
+    assert ("warning: share 1 on node %s is corrupt (block 0 does not match its hash); "
+            "the file was read from other shares" % victim) in got.stderr, got.stderr
+    assert "openheap check --repair %s" % cap in got.stderr
+    from openheap.coordinator.client import CoordinatorClient
+
+    last = CoordinatorClient(grid).last_read(cap)  # GET /v1/files/<cap>/last-read
+    assert last["corrupt"] == [{"node": victim, "share": 1, "why": "block 0 does not match its hash"}]
+    assert len(last["served"]) == 3 and last["served"].get("1") is None and last["at"] > 0
+
     verify = run_cli("check", "--verify", cap, timeout=120)
     assert "share 1 on %s is corrupt: block 0 does not match its hash" % victim in verify.stdout
     assert "recoverable: 4 of 5 shares on 4 nodes (3 needed)" in verify.stdout

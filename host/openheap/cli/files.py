@@ -91,6 +91,12 @@ class _Progress:
                 sys.stderr.write("\r%s %d bytes" % (self.what, self.done))
             sys.stderr.flush()
 
+    def note(self, text: str) -> None:
+        """Add ``text`` to the line (e.g. what happens after the last byte)."""
+        if self.on:
+            sys.stderr.write(" " + text)
+            sys.stderr.flush()
+
     def end(self) -> None:
         if self.on:
             sys.stderr.write("\n")
@@ -114,6 +120,9 @@ def put(args) -> int:
         while True:
             data = src.read(CHUNK)
             if not data:
+                # the coordinator has the file: it encodes it and sends the
+                # shares now, which the bar does not see
+                progress.note("sent; the coordinator is storing the shares...")
                 return
             progress.add(len(data))
             yield data
@@ -163,7 +172,28 @@ def get(args) -> int:
         if args.output:
             os.unlink(args.output)
         raise UsageError("the download broke off after %d of %d bytes; see the coordinator's log" % (got, total))
+    _report_read(args, cap)
     return 0
+
+
+def _report_read(args, cap) -> None:
+    """Say on stderr which shares the coordinator found corrupt while
+    reading ``cap`` (it read others instead), and how to rebuild them."""
+    from ..errors import OpenheapError
+    from ..storage.caps import LiteralCap
+
+    if isinstance(cap, LiteralCap):
+        return
+    try:
+        seen = _client(args).last_read(cap.to_string())
+    except OpenheapError:  # (an older coordinator: nothing to report)
+        return
+    for c in seen.get("corrupt", []):
+        print("warning: share %s on node %s is corrupt (%s); the file was read from other shares"
+              % (c.get("share"), c.get("node"), c.get("why")), file=sys.stderr)
+    if seen.get("corrupt"):
+        print("warning: 'openheap check --repair %s' rebuilds the corrupt share%s"
+              % (cap.to_string(), "s" if len(seen["corrupt"]) > 1 else ""), file=sys.stderr)
 
 
 def _found_text(found: dict | None, unknown: str) -> str:

@@ -120,6 +120,11 @@ class FileService(abc.ABC):
         """Put a capability into the catalog (``POST /v1/catalog``)."""
         raise NotImplementedError("this file service cannot add capabilities to the catalog")
 
+    async def last_read(self, cap: str) -> dict:
+        """What the latest read of a file found (``GET /v1/files/<cap>/last-read``):
+        which node served which share, and the shares found corrupt or failing."""
+        raise NotImplementedError("this file service keeps no record of reads")
+
 
 # -- errors
 
@@ -179,6 +184,7 @@ ROUTES = [
     ("POST", "/v1/files", "files_put"),
     ("GET", "/v1/files", "files_list"),
     ("GET", "/v1/files/{cap}", "files_get"),
+    ("GET", "/v1/files/{cap}/last-read", "files_last_read"),
     ("DELETE", "/v1/files/{cap}", "files_delete"),
     ("DELETE", "/v1/files", "files_delete_name"),
     ("GET", "/v1/caps/{cap}", "caps_describe"),
@@ -363,6 +369,9 @@ class Api:
             raise
         await response.write_eof()
         return response
+
+    async def files_last_read(self, request):
+        return _json(await self._service().last_read(request.match_info["cap"]))
 
     async def files_delete(self, request):
         return _json(await self._service().delete(request.match_info["cap"]))

@@ -201,6 +201,11 @@ class CoordinatorClient:
         return self.open("GET", "/v1/files/" + urllib.parse.quote(cap.strip(), safe=":"), timeout=timeout,
                          headers={"Accept": "application/octet-stream, application/json"})
 
+    def last_read(self, cap: str) -> dict:
+        """``GET /v1/files/<cap>/last-read``: what the latest read of the file
+        found (``served``, ``corrupt``, ``failed``; ``at`` None when none yet)."""
+        return self.request("GET", "/v1/files/" + urllib.parse.quote(cap.strip(), safe=":") + "/last-read")
+
     def files(self) -> list[dict]:
         """``GET /v1/files``: the catalog."""
         return self.request("GET", "/v1/files")

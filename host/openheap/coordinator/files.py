@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+from collections import OrderedDict
 
 from openheap.errors import UsageError
 from openheap.storage import engine
@@ -28,6 +29,7 @@ log = logging.getLogger("openheap.coordinator.files")
 DEFAULT_K, DEFAULT_N, DEFAULT_HAPPY = 3, 10, 7  # Tahoe-LAFS's defaults
 SPOOL_IN_MEMORY = 8 << 20  # uploads larger than this are spooled to disk
 GET_QUEUE = 4  # segments between the storage engine and the HTTP response
+READS_KEPT = 256  # files whose latest read is remembered (GET /v1/files/<cap>/last-read)
 NODE_TIMEOUT = 5.0
 
 
@@ -83,6 +85,7 @@ class GridFiles(FileService):
         self.registry = coordinator.registry
         self.secret = None
         self.contexts = ContextPool()  # the nodes' aiocoap contexts, kept between operations
+        self.reads: OrderedDict[bytes, dict] = OrderedDict()  # storage index -> what its latest read found
 
     async def start(self) -> None:
         self.secret = load_or_create_secret(self.coordinator.paths.dir / "secret")
@@ -169,8 +172,30 @@ class GridFiles(FileService):
             res = await task
             for node, shnum, why in res.corrupt:
                 log.warning("get %s: share %d on node %s is corrupt: %s", cap[:24], shnum, node, why)
+            self._read_done(c.storage_index, res)
 
         return Download(c.size, chunks())
+
+    def _read_done(self, si: bytes, res: "engine.GetResult") -> None:
+        self.reads.pop(si, None)
+        self.reads[si] = {
+            "at": self.coordinator.clock(),
+            "served": {str(s): nd for s, nd in sorted(res.served.items())},
+            "corrupt": [{"node": nd, "share": s, "why": why} for nd, s, why in res.corrupt],
+            "failed": [{"node": nd, "share": s, "error": err} for nd, s, err in res.failed],
+        }
+        while len(self.reads) > READS_KEPT:
+            self.reads.popitem(last=False)
+
+    async def last_read(self, cap: str) -> dict:
+        """What the latest read of ``cap``'s file through this coordinator
+        found: ``at`` (None: no read since the coordinator started), the node
+        that served each share, the shares found corrupt (``node``, ``share``,
+        ``why``) and those whose node failed (``error``)."""
+        c = parse_cap(cap.strip())
+        if isinstance(c, LiteralCap):
+            return {"at": None, "served": {}, "corrupt": [], "failed": [], "literal": True}
+        return self.reads.get(c.storage_index) or {"at": None, "served": {}, "corrupt": [], "failed": []}
 
     async def renew(self, grid: "engine.Grid", si: bytes, nodes) -> dict[str, float]:
         """Renew the lease of ``si`` for ``coordinator.lease_default`` seconds
