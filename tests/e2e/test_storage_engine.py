@@ -14,7 +14,7 @@ import pytest
 from openheap.storage import engine
 from openheap.storage.caps import LiteralCap, ReadCap
 from openheap.storage.errors import BadCapability, NotEnoughShares, NotHappy
-from openheap.storage.layout import Params, share_length
+from openheap.storage.layout import HEADER_SIZE, Params, share_length, trailer_offset
 
 SECRET = b"s" * 32
 
@@ -78,6 +78,29 @@ def test_convergent_second_put_sends_nothing(boards):
     other = _put(boards, data, k=2, n=4, happy=3, secret=None)  # random key: a new copy
     assert other.cap.storage_index != first.cap.storage_index and other.bytes_sent > 0
     assert _get(boards, other.cap)[0] == data == _get(boards, first.cap)[0]
+    # unlinkable: another key, and no 16 bytes of its blocks (the
+    # ciphertext, between header and trailer of the hash trees and the
+    # file's parameters) in common with the first copy's
+    assert other.cap.key != first.cap.key
+    p = Params(2, 4, len(data))
+    for shnum in range(4):
+        a, b = _share(boards, first, shnum), _share(boards, other, shnum)
+        assert len(a) == len(b) == share_length(p)
+        a, b = a[HEADER_SIZE:trailer_offset(p)], b[HEADER_SIZE:trailer_offset(p)]
+        assert not {a[i:i + 16] for i in range(0, len(a) - 16, 16)} & {b[i:i + 16] for i in range(0, len(b) - 16)}
+
+
+def _share(boards, res, shnum):
+    from openheap.node import NodeClient
+
+    b = next(b for b in boards if b.name == ({**res.placed, **res.existing})[shnum])
+
+    async def go():
+        async with NodeClient(b.host, b.port, timeout=5) as c:
+            return await c.read_range(res.cap.storage_index, shnum, 0,
+                                      share_length(Params(res.cap.k, res.cap.n, res.cap.size)))
+
+    return asyncio.run(go())
 
 
 @pytest.mark.nodes(3)
