@@ -222,6 +222,20 @@ def test_up_nodes_down(run_cli, oh_home):
         assert not reap(oh_home), "processes left running"
 
 
+def test_up_with_a_board_definition(run_cli, oh_home):
+    """up --board NAME: the virtual boards take that board's definition
+    (its heap budget and limits) and register as that board."""
+    try:
+        run_cli("up", "--nodes", "1", "--board", "esp8266", "--home", oh_home, timeout=90)
+        (node,) = _nodes(run_cli, oh_home).values()
+        assert node["board"] == "esp8266" and node["state"] == "registered"
+        esp = json.loads((oh_home / "sim" / node["name"] / "config.json").read_text())
+        assert esp["board"] == "esp8266"
+    finally:
+        run_cli("down", "--home", oh_home, check=False)
+        assert not reap(oh_home), "processes left running"
+
+
 @needs_registration
 def test_killed_board_becomes_unreachable(run_cli, oh_home):
     """Boards keep refreshing within their lifetime; a killed one turns unreachable."""
