@@ -4,7 +4,11 @@ boards and drops a share of the datagrams in both directions.
     with LossyRelay([(b.host, b.port) for b in boards], loss=0.2, seed=1) as relay:
         peers = [engine.Peer(b.name, *relay.front[i]) for i, b in enumerate(boards)]
         ...
-    relay.stats  # {"up": .., "up_dropped": .., "down": .., "down_dropped": ..}
+    relay.stats  # {"up": .., "up_dropped": .., "up_bytes": .., "down": .., ...}
+
+"up" and "down" count the datagrams that arrived at the relay, "_dropped"
+those it dropped, "_bytes" the UDP payload bytes it passed on (datagrams
+not dropped).
 
 One front socket per board (on 127.0.3.<i+1>, an address of its own, as the
 boards have); every client address that talks to a front socket gets a back
@@ -28,7 +32,8 @@ class LossyRelay:
         self.targets = list(targets)
         self.loss = loss
         self.rng = random.Random(seed)
-        self.stats = {"up": 0, "up_dropped": 0, "down": 0, "down_dropped": 0}
+        self.stats = {"up": 0, "up_dropped": 0, "up_bytes": 0,
+                      "down": 0, "down_dropped": 0, "down_bytes": 0}
         self.sel = selectors.DefaultSelector()
         self.front: list[tuple[str, int]] = []
         self._fronts: list[socket.socket] = []
@@ -43,11 +48,12 @@ class LossyRelay:
             self.front.append(s.getsockname())
         self._thread = threading.Thread(target=self._run, name="lossy-relay", daemon=True)
 
-    def _drop(self, direction: str) -> bool:
+    def _drop(self, direction: str, data: bytes) -> bool:
         self.stats[direction] += 1
         if self.rng.random() < self.loss:
             self.stats[direction + "_dropped"] += 1
             return True
+        self.stats[direction + "_bytes"] += len(data)
         return False
 
     def _run(self) -> None:
@@ -68,14 +74,14 @@ class LossyRelay:
                         back.setblocking(False)
                         self.sel.register(back, selectors.EVENT_READ, ("back", i, addr))
                         self._backs[(i, addr)] = back
-                    if not self._drop("up"):
+                    if not self._drop("up", data):
                         try:
                             back.sendto(data, self.targets[i])
                         except OSError:
                             pass
                 else:
                     i, client = rest
-                    if not self._drop("down"):
+                    if not self._drop("down", data):
                         try:
                             self._fronts[i].sendto(data, client)
                         except OSError:

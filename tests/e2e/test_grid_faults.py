@@ -17,10 +17,12 @@ import time
 import pytest
 
 from lossy_relay import LossyRelay
+from openheap import coaptcp
 from openheap.sim.image import read_image
 from openheap.storage import engine
 from openheap.storage.caps import ReadCap
 from openheap.storage.errors import NotEnoughShares
+from openheap.storage.layout import Params, share_length
 
 SECRET = b"g" * 32
 K, N, HAPPY = 3, 10, 7
@@ -102,13 +104,25 @@ def test_shares_survive_restart(fleet, boards):
 
 
 @pytest.mark.nodes(10)
-def test_lossy_network_20_percent_both_ways(boards):
+def test_lossy_network_20_percent_both_ways(boards, monkeypatch):
     # The product's own settings: the bulk channel (openheap.bulk) times its
     # retransmissions from measured round trips and keeps sending a block
     # until the node's timeout, so loss slows a transfer and fails nothing.
     # (aiocoap's default tuning, ACK_TIMEOUT 2 s and MAX_RETRANSMIT 4, loses
     # 0.36**5 = 0.6% of requests at this loss: shares failed, put unhappy.)
+    #
+    # The relay carries UDP only, so the share data must take the UDP bulk
+    # channel: $OPENHEAP_TCP=0 makes every NodeClient the Grid creates
+    # UDP-only (engine.Grid has no switch of its own), and a TCP connection
+    # attempt fails the test instead of falling back to UDP unnoticed.
+    monkeypatch.setenv("OPENHEAP_TCP", "0")
+
+    async def no_tcp(host, port, **kw):
+        raise AssertionError("CoAP over TCP tried to %s:%d in a UDP-only test" % (host, port))
+
+    monkeypatch.setattr(coaptcp, "acquire", no_tcp)
     data = os.urandom(100 * 1000)
+    slen = share_length(Params(K, N, len(data)))
     with LossyRelay([(b.host, b.port) for b in boards], loss=0.2, seed=20) as relay:
         peers = [engine.Peer(b.name, host, port) for b, (host, port) in zip(boards, relay.front)]
         t0 = time.monotonic()
@@ -120,13 +134,30 @@ def test_lossy_network_20_percent_both_ways(boards):
         t_get = time.monotonic() - t0
         stats = dict(relay.stats)
     get_stats = {k: stats[k] - put_stats[k] for k in stats}
-    print("\nlossy relay, put: %s in %.1f s; get: %s in %.1f s"
-          % (put_stats, t_put, get_stats, t_get))
+    print("\nlossy relay (share length %d), put: %s in %.1f s; get: %s in %.1f s"
+          % (slen, put_stats, t_put, get_stats, t_get))
     assert back == data
     assert len(res.placed) == N and not res.failed, res.failed
-    # the relay really dropped about 20% each way
+    assert len(got.served) == K and not got.failed and not got.corrupt, got
+    # The share bytes really crossed the relay (the "_bytes" counters count
+    # only the datagrams it passed on): all n shares to the boards during
+    # the put, k of them back from the boards during the get.
+    assert put_stats["up_bytes"] >= N * slen, (put_stats, N * slen)
+    assert get_stats["down_bytes"] >= K * slen, (get_stats, K * slen)
+    # ... and the other way round only requests and answers went (blocks
+    # carry the data one way; a few hundred bytes of options and answers per
+    # share and run, nothing like a share).
+    assert put_stats["down_bytes"] < slen, put_stats
+    assert get_stats["up_bytes"] < slen, get_stats
+    # The relay really dropped about 20% each way, and more than 10% of the
+    # datagrams of both directions of the put (about 650 up, 300 down) and
+    # of the share data of the get (about 170 down; its 80 requests up are
+    # too few for a tight bound: some dropped is all that is asked).
     for d in ("up", "down"):
         assert stats[d] > 100 and 0.12 < stats[d + "_dropped"] / stats[d] < 0.28, stats
+    for phase, d in ((put_stats, "up"), (put_stats, "down"), (get_stats, "down")):
+        assert phase[d] > 100 and phase[d + "_dropped"] / phase[d] > 0.10, (d, put_stats, get_stats)
+    assert get_stats["up_dropped"] > 0, get_stats
 
 
 @pytest.mark.nodes(10)

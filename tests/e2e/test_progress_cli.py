@@ -8,7 +8,7 @@ import pty
 import re
 import subprocess
 
-from conftest import openheap_command
+from ohtest import openheap_command
 
 
 def _with_tty_stderr(*args, timeout=120) -> tuple[int, bytes, str]:

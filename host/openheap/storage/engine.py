@@ -37,8 +37,8 @@ __all__ = ["Peer", "Grid", "PutResult", "GetResult", "put", "get", "locate",
            "delete", "check", "repair"]
 
 DEFAULT_TIMEOUT = 10.0  # seconds a node may take to answer one request (retransmissions included)
-QUEUE_SEGMENTS = 2
-RESEND_ROUNDS = 3  # times put sends failed shares again to other nodes  # segments buffered per share between encoder and sender
+QUEUE_SEGMENTS = 2  # segments buffered per share between encoder and sender
+RESEND_ROUNDS = 3  # times put sends failed shares again to other nodes
 SPOOL_MEMORY = 4 << 20  # bytes a share waiting for its node keeps in memory before a temporary file
 SPOOL_PIECE = 64 << 10
 FAST_STEP = 0.025  # answer times within this of each other count as equally fast
@@ -269,14 +269,20 @@ async def put(grid: Grid, src: BinaryIO, size: int, *, k: int = 3, n: int = 10, 
         if not result.failed or not src.seekable():
             break
         # Nodes failed mid-put: send those shares again, from the start of
-        # the file, to nodes that hold nothing of it yet (placement order).
+        # the file, to nodes that hold nothing of it yet (placement order),
+        # one each: a second share on a node adds no happiness.
         bad |= {nd for s, nd in plan.items() if s in result.failed}
-        spare = [nd for nd in nodes if nd.id not in bad]
+        holding = set(have.values())
+        spare = [nd for nd in nodes if nd.id not in bad and nd.id not in holding]
         try:
-            plan = place(si, spare, n, k, k, slen, existing=have)
+            plan = place(si, spare, n, k, k, slen, existing=have) if spare else {}
         except NotHappy:
             break
-        plan = {s: nd for s, nd in plan.items() if s in result.failed}
+        fresh: dict[int, str] = {}
+        for s, nd in sorted(plan.items()):
+            if s in result.failed and nd not in fresh.values():
+                fresh[s] = nd
+        plan = fresh
         if not plan:
             break
         src.seek(0)
@@ -367,9 +373,11 @@ async def get(grid: Grid, cap, out: BinaryIO, *,
     held = await locate(grid, si)
     # Candidates: fastest nodes first (in steps of FAST_STEP seconds, so that
     # noise does not count), and among equally fast ones the systematic shares
-    # (< k): they hold the ciphertext itself and need no decoding.
-    cands = sorted(((int(lst[0][2] / FAST_STEP), s >= cap.k, s, nd)
-                    for s, lst in held.items() for nd, _, _ in lst[:1]))
+    # (< k): they hold the ciphertext itself and need no decoding. A share
+    # held by several nodes (a repair put it elsewhere while its first node
+    # was away) is a candidate on each: another copy when one fails.
+    cands = sorted(((int(took / FAST_STEP), s >= cap.k, s, nd)
+                    for s, lst in held.items() for nd, _, took in lst))
     queue = [_Source(s, nd) for _, _, s, nd in cands]
     dec = Decoder(cap)
     active: list[_Source] = []
@@ -389,16 +397,26 @@ async def get(grid: Grid, cap, out: BinaryIO, *,
             res.failed.append((src.node, src.shnum, str(e)))
         return False
 
+    def take(batch):
+        # the next candidate of a share not being read already
+        used = {a.shnum for a in active} | {b.shnum for b in batch}
+        for i, c in enumerate(queue):
+            if c.shnum not in used:
+                return queue.pop(i)
+        return None
+
     async def fill():
         while len(active) < cap.k and queue:
             batch = []
-            while queue and len(active) + len(batch) < cap.k:
-                batch.append(queue.pop(0))
+            while len(active) + len(batch) < cap.k and (c := take(batch)) is not None:
+                batch.append(c)
+            if not batch:
+                break
             oks = await asyncio.gather(*(admit(b) for b in batch))
             active.extend(b for b, ok in zip(batch, oks) if ok)
         if len(active) < cap.k:
-            bad = {s for _, s, _ in res.corrupt + res.failed}
-            good = len(set(held) - bad) if held else 0
+            bad = {(nd, s) for nd, s, _ in res.corrupt + res.failed}
+            good = len({s for s, lst in held.items() if any((nd, s) not in bad for nd, _, _ in lst)})
             err = NotEnoughShares(good, cap.k)
             err.result = res
             raise err
