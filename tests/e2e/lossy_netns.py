@@ -5,8 +5,11 @@ both directions, then a put and a get through the real CLI.
     unshare --net python lossy_netns.py HOME LOSS_PERCENT FILE
 
 ``openheap up`` runs before the loss is switched on (nftables: ``numgen
-random`` on the output hook, every packet between the coordinator and the
-boards; the CLI's HTTP API port is spared); prints one JSON line: the exit
+random`` on the input hook, every packet between the coordinator and the
+boards; the CLI's HTTP API port is spared). The input hook, not output: a
+datagram dropped on output fails its sender's ``sendto`` with EPERM, which
+a lossy link never does; dropped on input, it is lost silently, as on a
+radio. Prints one JSON line: the exit
 status and time of put and get, whether the bytes came back identical, the
 packets dropped, and the TCP segments retransmitted meanwhile.
 """
@@ -34,7 +37,7 @@ def tcp_retrans() -> int:
 
 
 def dropped() -> int:
-    data = json.loads(sh("nft", "-j", "list", "chain", "inet", TABLE, "out"))
+    data = json.loads(sh("nft", "-j", "list", "chain", "inet", TABLE, "inp"))
     return sum(e["counter"]["packets"] for item in data["nftables"] if "rule" in item
                for e in item["rule"]["expr"] if "counter" in e)
 
@@ -49,8 +52,8 @@ def main() -> int:
         sh(*cli, "up", "--nodes", "5")
         api = json.loads((home / "coordinator" / "api.json").read_text())["api_port"]
         sh("nft", "add", "table", "inet", TABLE)
-        sh("nft", "add", "chain", "inet", TABLE, "out", "{ type filter hook output priority 0; policy accept; }")
-        sh("nft", "add", "rule", "inet", TABLE, "out", "meta", "l4proto", "{ tcp, udp }", "th", "sport", "!=", str(api),
+        sh("nft", "add", "chain", "inet", TABLE, "inp", "{ type filter hook input priority 0; policy accept; }")
+        sh("nft", "add", "rule", "inet", TABLE, "inp", "meta", "l4proto", "{ tcp, udp }", "th", "sport", "!=", str(api),
            "th", "dport", "!=", str(api), "numgen", "random", "mod", "100", "<", str(loss), "counter", "drop")
         r0 = tcp_retrans()
         t = time.monotonic()
