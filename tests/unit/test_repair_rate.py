@@ -14,33 +14,16 @@ import types
 import pytest
 
 from openheap.coordinator import upkeep_loop
-from openheap.coordinator.registry import REGISTERED, NodeInfo, Registry
+from openheap.coordinator.registry import REGISTERED, Registry
 from openheap.coordinator.upkeep_loop import Upkeep, UpkeepConfig
 from openheap.storage.caps import VerifyCap
 from openheap.storage.engine import Peer
 from openheap.storage.upkeep import CheckResult, RepairResult
 
-T0 = 1_700_000_000.0
+from test_coordinator_upkeep import T0, Clock, FakeCoordinator, node  # (the same test doubles)
+
 SI_A, SI_B = bytes(range(16)), bytes(range(16, 32))
 SENT = {SI_A: 30_000, SI_B: 50_000}  # bytes each file's repair reports
-
-
-class Clock:
-    def __init__(self, t=T0):
-        self.t = t
-
-    def __call__(self):
-        return self.t
-
-
-class FakeCoordinator:
-    def __init__(self, registry, clock):
-        self.registry, self.clock = registry, clock
-
-
-def node(name):
-    return NodeInfo(name=name, board="virtual", firmware="0.1.0", fs_total=4 << 20, fs_free=3 << 20,
-                    max_share=1 << 20, shares_held=1, heap_total=65536)
 
 
 class _Grid:
