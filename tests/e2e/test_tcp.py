@@ -98,7 +98,7 @@ async def udp_status(board) -> dict:
 
 
 @pytest.mark.nodes(1)
-@pytest.mark.parametrize("size", [1, KiB, KiB + 1, 32 * KiB, 32 * KiB + 1, 300_000])
+@pytest.mark.parametrize("size", [1, KiB, KiB + 1, 32 * KiB, 32 * KiB + 1, 64 * KiB, 64 * KiB + 1, 300_000])
 def test_bert_put_and_get(boards, size):
     b = boards[0]
     data = os.urandom(size)
@@ -185,6 +185,45 @@ def test_bert_block_errors(fleet):
     assert out["hash"].code == P.BAD_REQUEST and "hash" in out["hash"].text(), out["hash"].text()
     assert out["after"].code == P.CONTENT
     assert out["held"] == P.NOT_FOUND  # no share of si was stored
+
+
+@pytest.mark.nodes(1)
+def test_the_flash_filling_up_mid_upload(fleet):
+    """BERT blocks without Size1 until the flash is full: the block that
+    does not fit is answered 5.03 "no space" (its rest read off the
+    connection), nothing of the share stays, and the connection goes on."""
+    b = fleet.up(1, fs_size=1024 * KiB, extra_config={"max_share": 4096 * KiB})[0]
+    si = os.urandom(16)
+    block = os.urandom(64 * KiB)
+    small = os.urandom(3000)
+
+    async def go():
+        raw = await Raw.open(b)
+        b1 = lambda num, more: (P.OPT_BLOCK1, bulk.block_opt(num, more, P.BERT_SZX))  # noqa: E731
+        answers = []
+        for i in range(4096 // 64):
+            raw.send(P.PUT, bytes((i + 1,)), path_opts(share_path(si)) + [b1(i * 64, True)], block)
+            answers.append(await raw.recv())
+            if answers[-1].code != P.CONTINUE:
+                break
+        raw.send(P.GET, b"\xf0", path_opts("i"))  # the same connection serves on
+        after = await raw.recv()
+        raw.close()
+        ch = await open_tcp(b, timeout=10)  # and a share that fits is stored
+        try:
+            code = await ch.put_share(share_path(si, 1), chunks_of(small), len(small))
+        finally:
+            ch.close()
+        async with NodeClient(b.host, b.port, tcp=False) as udp:
+            held = await udp.share_set(si)
+        return answers, after, code, held
+
+    answers, after, code, held = run(go())
+    assert all(a.code == P.CONTINUE for a in answers[:-1]) and len(answers) > 2
+    last = answers[-1]
+    assert last.code == P.SERVICE_UNAVAILABLE and last.text() == "no space", (last.code, last.text())
+    assert after.code == P.CONTENT
+    assert code == P.CREATED and held == {1: len(small)}  # nothing of the full one kept
 
 
 @pytest.mark.nodes(1)
