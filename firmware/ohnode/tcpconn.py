@@ -95,13 +95,10 @@ class Conn:
             return
         s = self._s
         b = self._b
-        mv = self._mv
-        rd = s.readinto  # (bound once: no lookups per piece)
-        rest = m.rest
         self._a = self._e = 0
-        while rest:
+        while m.rest:
             try:
-                n = rd(b, rest if rest < _RX else _RX)
+                n = s.readinto(b, m.rest if m.rest < _RX else _RX)
             except OSError:
                 self.dead = True
                 raise
@@ -111,10 +108,9 @@ class Conn:
             if not n:
                 self.dead = True
                 raise OSError(104)
-            rest -= n
-            m.rest = rest  # (before put: a put that fails leaves the rest to skip)
+            m.rest -= n
             if put:
-                put(mv if n == _RX else mv[:n])  # (a full one: no new view)
+                put(self._mv if n == _RX else self._mv[:n])  # (a full one: no new view)
 
     async def run(self):
         await self._write(self._frame(P.CSM, b"", [(P.OPT_MAX_MESSAGE_SIZE, coap.uint_bytes(_MMS)), (P.OPT_BLOCK_WISE_TRANSFER, b"")], 0), True)
@@ -289,19 +285,15 @@ class Conn:
         # rsp.later of a BERT block of a share upload (ohnode.shares): the
         # rest of its payload from the connection into u, then end(): the
         # answer (2.31, or the commit); 5.03 when the flash is full.
-        wr = u.f.write  # (bound once a block: no lookups per KiB)
-        hu = u.h.update
-
         def put(mv):  # (write and hash the next bytes)
-            wr(mv)
-            hu(mv)
+            u.f.write(mv)
+            u.h.update(mv)
+            u.off += len(mv)
 
         async def later(r):
-            n = self._m.rest
             try:
                 try:
                     await self.pull(put, self._m)
-                    u.off += n
                 except OSError as e:
                     if self.dead:
                         raise

@@ -12,8 +12,9 @@ many KiB back. Several PUTs are in flight at once (the node handles a
 connection's requests in order, and TCP's flow control paces them).
 
 TCP gives reliability and ordering, so there is no retransmission timer
-here: each request has a deadline (the node's timeout), and a connection
-that closes fails every request on it with
+here: each request has a deadline (the node's timeout, at least
+``ANSWER_DEADLINE``), and a connection that closes fails every request on
+it with
 :class:`openheap.errors.NodeUnreachable`. :meth:`TcpChannel.open` raises
 :class:`TcpUnavailable` when the node takes no TCP (refused, silent, or no
 capabilities message): the caller then uses UDP.
@@ -34,6 +35,13 @@ from openheap.errors import NodeUnreachable, UsageError, from_code
 __all__ = ["TcpChannel", "TcpUnavailable", "frame", "acquire", "release", "PUT_BLOCKS", "PUT_IN_FLIGHT"]
 
 CONNECT_TIMEOUT = 2.0  # seconds to connect and get the node's CSM
+# Seconds an answer may take on an open connection, whatever the node's
+# (UDP) timeout: TCP sends lost segments again itself, its timer backing off
+# from 200 ms, so on a lossy link one segment lost a few times running
+# holds a block up for seconds (measured with 20% of packets lost: 5 s was
+# passed now and then, failing the share); a node that dies closes the
+# connection, which fails its requests at once.
+ANSWER_DEADLINE = 20.0
 MAX_MESSAGE_SIZE = 1 << 20  # what we take (our CSM); a node's answer is at most P.BERT_MAX KiB
 PUT_BLOCKS = 64  # KiB per BERT PUT (P.BERT_MAX; 32 measured: an 8 MiB put on 10 boards 0.40-0.42 s, 64: 0.35-0.37 s, less CPU on both ends)
 PUT_IN_FLIGHT = 4  # BERT PUTs sent before the oldest one's answer is awaited
@@ -182,11 +190,13 @@ class TcpChannel:
         return fut
 
     async def answer(self, fut: asyncio.Future) -> Response:
-        """The answer on ``fut`` (from :meth:`send`), within the timeout."""
+        """The answer on ``fut`` (from :meth:`send`), within the timeout
+        (at least ``ANSWER_DEADLINE``)."""
+        wait = max(self.timeout, ANSWER_DEADLINE)
         try:
-            return await asyncio.wait_for(fut, self.timeout)
+            return await asyncio.wait_for(fut, wait)
         except asyncio.TimeoutError:
-            raise NodeUnreachable(self.name, "no answer in %g s" % self.timeout) from None
+            raise NodeUnreachable(self.name, "no answer in %g s" % wait) from None
 
     async def request(self, code: int, path: str, *, query=(), opts=(), payload=b"") -> Response:
         """One request; 4.xx/5.xx answers are returned, not raised."""
