@@ -7,12 +7,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v coap-client-notls >/dev/null 2>&1; then
+# Debian packages, by the command each brings: libcoap's client; and, for
+# the tests that put a grid in a network namespace of its own (packet loss,
+# a LAN's packet size: tests/e2e/test_netns_grid.py, run as root only) and
+# for the benchmarks, ip, nft and ethtool.
+missing=""
+for pair in coap-client-notls:libcoap3-bin ip:iproute2 nft:nftables ethtool:ethtool; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "${pair%%:*}" >/dev/null 2>&1 \
+    || missing="$missing ${pair#*:}"
+done
+if [ -n "$missing" ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
-  echo "setup: installing libcoap3-bin (coap-client-notls) with apt-get"
+  echo "setup: installing$missing with apt-get"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libcoap3-bin >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing >/dev/null
 fi
 
 if [ ! -x .venv/bin/python ]; then
