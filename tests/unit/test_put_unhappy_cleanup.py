@@ -74,8 +74,10 @@ def _grid(nodes):
 
 def test_put_unhappy_after_the_uploads_removes_every_share_it_stored():
     # 10 nodes for 3-of-10, happy 7: 4 die mid-upload, 6 live, and no node
-    # is left that holds nothing of the file: no resend (a second share on
-    # a live node adds no happiness), 6 shares stored, happiness 6 < 7.
+    # is left that holds nothing of the file: no resend to a live node (a
+    # second share there adds no happiness); the dead ones' silence may be
+    # passing, so their shares go to them once more, and fail again. 6
+    # shares stored, happiness 6 < 7.
     dead = [_Node("dead%d" % i, dead=True) for i in range(4)]
     live = [_Node("live%d" % i, room=2) for i in range(6)]
     nodes = {nd.name: nd for nd in dead + live}
@@ -89,7 +91,8 @@ def test_put_unhappy_after_the_uploads_removes_every_share_it_stored():
     with pytest.raises(NotHappy) as e:
         asyncio.run(go())
 
-    assert all(len(nd.tried) == 1 for nd in dead + live), {nd.name: nd.tried for nd in nodes.values()}
+    assert all(len(nd.tried) == 1 for nd in live), {nd.name: nd.tried for nd in live}
+    assert all(len(nd.tried) == 2 and nd.tried[0] == nd.tried[1] for nd in dead), {nd.name: nd.tried for nd in dead}
     stored = [(nd.name, si, s) for nd in nodes.values() for si, s in nd.ever_stored]
     assert len(stored) == 6 and all(len(nd.ever_stored) == 1 for nd in live), stored
     assert all(size == slen for nd in nodes.values() for size in nd.sizes)
@@ -102,7 +105,7 @@ def test_put_unhappy_after_the_uploads_removes_every_share_it_stored():
     msg = str(e.value)
     assert "only 6 distinct nodes" in msg and "happiness 7" in msg, msg
     for s in failed_shnums:
-        assert "share %d: dead" % s in msg and "did not answer" in msg, msg
+        assert "share %d: dead" % s in msg and "did not answer" in msg and "; again: dead" in msg, msg
     for s in stored_shnums:
         assert "share %d:" % s not in msg, msg
 
@@ -132,3 +135,33 @@ def test_failed_shares_go_again_to_nodes_holding_nothing_yet():
     assert len(res.failed) == 2 and all("dead" in why for why in res.failed.values())
     assert all(len(nd.tried) <= 1 for nd in dead)  # a node that failed is not tried again
     assert not any(nd.deleted for nd in nodes.values())
+
+
+def test_a_share_failed_for_a_passing_reason_goes_to_its_node_once_more():
+    # 5 nodes, 3-of-5, happy 5 (a small grid): one node answers 5.03 "out
+    # of memory" to its first upload, then takes the share. No other node
+    # is free, so the share goes to the same node again, and the put is happy.
+    class _Flaky(_Node):
+        async def put_share_stream(self, si, shnum, chunks, size):
+            if not self.tried:
+                self.tried.append(shnum)
+                async for c in chunks:
+                    if len(c) > 0:
+                        raise from_code(0xA3, "out of memory")
+            return await super().put_share_stream(si, shnum, chunks, size)
+
+    flaky = _Flaky("flaky")
+    full = _Node("full", room=0)  # refuses for good: no space, no second try
+    others = [_Node("ok%d" % i) for i in range(3)]
+    nodes = {nd.name: nd for nd in [flaky, full] + others}
+    data = os.urandom(20 * 1000)
+
+    async def go(happy):
+        return await asyncio.wait_for(
+            engine.put(_grid(nodes), io.BytesIO(data), len(data), k=3, n=5, happy=happy, secret=SECRET), 30)
+
+    res = asyncio.run(go(4))
+    assert len(flaky.tried) == 2 and flaky.tried[0] == flaky.tried[1] and len(flaky.stored) == 1
+    assert len(full.tried) == 1 and not full.stored  # "no space" is not tried again
+    assert sorted(res.placed.values()) == sorted(["flaky", "ok0", "ok1", "ok2"])
+    assert list(res.failed) == [full.tried[0]] and "no space" in res.failed[full.tried[0]]

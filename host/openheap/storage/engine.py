@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from openheap.errors import CoapError
+from ohproto.const import SERVICE_UNAVAILABLE
+from openheap.errors import CoapError, NodeUnreachable
 from openheap.node import ContextPool, NodeClient
 from openheap.storage import crypto
 from openheap.storage.caps import LITERAL_MAX, LiteralCap, ReadCap, VerifyCap
@@ -31,7 +32,7 @@ from openheap.storage.encoder import Encoder, read_exactly
 from openheap.storage.errors import BadCapability, CorruptShare, NotEnoughShares, NotHappy, StorageError
 from openheap.storage.layout import HEADER_SIZE, Params, segment_range, share_length, trailer_range
 from openheap.storage.placement import Node as PlacementNode
-from openheap.storage.placement import check_happy, place
+from openheap.storage.placement import check_happy, happiness, place
 
 __all__ = ["Peer", "Grid", "PutResult", "GetResult", "put", "get", "locate",
            "delete", "check", "repair"]
@@ -39,6 +40,7 @@ __all__ = ["Peer", "Grid", "PutResult", "GetResult", "put", "get", "locate",
 DEFAULT_TIMEOUT = 10.0  # seconds a node may take to answer one request (retransmissions included)
 QUEUE_SEGMENTS = 2  # segments buffered per share between encoder and sender
 RESEND_ROUNDS = 3  # times put sends failed shares again to other nodes
+RETRY_PAUSE = 0.5  # seconds before a share goes again to the node that failed it (no other node left)
 SPOOL_MEMORY = 4 << 20  # bytes a share waiting for its node keeps in memory before a temporary file
 SPOOL_PIECE = 64 << 10
 FAST_STEP = 0.025  # answer times within this of each other count as equally fast
@@ -159,6 +161,7 @@ class ShareUploads:
     def __init__(self, grid: Grid, si: bytes, share_size: int, plan: dict[int, str]):
         self.sent: dict[int, str] = {}
         self.failed: dict[int, str] = {}
+        self.transient: set[int] = set()  # failed shares whose node may take them on a second try
         self.bytes_sent = 0
         self._queues = {s: asyncio.Queue(maxsize=QUEUE_SEGMENTS) for s in plan}
         self._turns = {nd: asyncio.Lock() for nd in plan.values()}
@@ -207,6 +210,8 @@ class ShareUploads:
             self.bytes_sent += size
         except (CoapError, OSError, StorageError) as e:
             self.failed[shnum] = "%s: %s" % (node, e)
+            if _transient(e):
+                self.transient.add(shnum)
             while not ended and await q.get() is not None:  # let the producer go on
                 pass
         finally:
@@ -228,6 +233,18 @@ class ShareUploads:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _transient(e: BaseException) -> bool:
+    """Whether a node that failed an upload with ``e`` may well take it on a
+    second try: silence, a broken connection, or a 5.03 other than a full
+    flash or share table (out of memory, too many uploads, busy)."""
+    if isinstance(e, (NodeUnreachable, OSError)):
+        return True
+    if isinstance(e, CoapError) and e.code == SERVICE_UNAVAILABLE:
+        why = (e.diagnostic or "").lower()
+        return "space" not in why and "limit" not in why
+    return False
 
 
 def _file_key(src: BinaryIO, params: Params, secret: bytes | None) -> bytes:
@@ -265,24 +282,37 @@ async def put(grid: Grid, src: BinaryIO, size: int, *, k: int = 3, n: int = 10, 
     have = dict(existing)
     have.update(result.placed)
     bad: set[str] = set()
+    transient = set(up.transient)
+    tried_again = False
     for _ in range(RESEND_ROUNDS):
         if not result.failed or not src.seekable():
             break
         # Nodes failed mid-put: send those shares again, from the start of
         # the file, to nodes that hold nothing of it yet (placement order),
         # one each: a second share on a node adds no happiness.
+        last = plan
         bad |= {nd for s, nd in plan.items() if s in result.failed}
         holding = set(have.values())
         spare = [nd for nd in nodes if nd.id not in bad and nd.id not in holding]
         try:
             plan = place(si, spare, n, k, k, slen, existing=have) if spare else {}
         except NotHappy:
-            break
+            plan = {}
         fresh: dict[int, str] = {}
         for s, nd in sorted(plan.items()):
             if s in result.failed and nd not in fresh.values():
                 fresh[s] = nd
         plan = fresh
+        if not plan and not tried_again and happiness(list(have.items())) < happy:
+            # No node left that holds nothing of the file, and not happy
+            # yet: a share whose node failed it for a passing reason
+            # (silence, out of memory) goes to that node once more, after a
+            # breath.
+            tried_again = True
+            plan = {s: nd for s, nd in last.items() if s in result.failed and s in transient
+                    and nd not in holding}
+            if plan:
+                await asyncio.sleep(RETRY_PAUSE)
         if not plan:
             break
         src.seek(0)
@@ -294,6 +324,7 @@ async def put(grid: Grid, src: BinaryIO, size: int, *, k: int = 3, n: int = 10, 
         for s, nd in up.sent.items():
             result.placed[s] = have[s] = nd
             result.failed.pop(s, None)
+        transient = set(up.transient)
         result.bytes_sent += up.bytes_sent
         result.failed.update({s: "%s; again: %s" % (result.failed.get(s, ""), why) for s, why in up.failed.items()})
     try:
