@@ -127,30 +127,25 @@ def report(a, R, env) -> str:
                 tgt += ": %s" % ("met" if nets[0] <= limit else "not met")
             row("%s %s, wire bytes per plaintext byte (IP level, grid traffic, idle subtracted)" % (kind, sl), cells, tgt)
         for kind in ("put", "get"):
-            cells = []
-            for n, res in cols:
-                if not res:
-                    cells.append("")
-                    continue
+            def peak(res):
                 parts = []
                 for iface in a.ifaces:
                     hw = [o["vmhwm_kb"] for o in ops_of(res, kind, iface, size) if o.get("vmhwm_kb")]
                     if hw:
                         parts.append("%.1f MB %s" % (max(hw) / 1000, "CLI" if iface == "cli" else "API"))
-                cells.append(", ".join(parts))
-            row("%s %s, peak memory of the coordinator / Tahoe client node (VmHWM during the op, max of runs)" % (kind, sl), cells)
+                return ", ".join(parts)
+
+            row("%s %s, peak memory of the coordinator / Tahoe client node (VmHWM during the op, max of runs)" % (kind, sl),
+                per_system(cols, peak))
         if "cli" in a.ifaces:
-            cells = []
-            for n, res in cols:
-                if not res:
-                    cells.append("")
-                    continue
+            def cli_rss(res):
                 parts = []
                 for kind in ("put", "get"):
                     rs = [o["maxrss_kb"] for o in ops_of(res, kind, "cli", size) if o.get("maxrss_kb")]
                     parts.append("%s %.1f MB" % (kind, max(rs) / 1000) if rs else "%s ?" % kind)
-                cells.append(", ".join(parts))
-            row("%s, CLI process peak RSS" % sl, cells)
+                return ", ".join(parts)
+
+            row("%s, CLI process peak RSS" % sl, per_system(cols, cli_rss))
     cells = []
     for n, res in cols:
         if res:
@@ -235,6 +230,11 @@ def report(a, R, env) -> str:
         L.append("")
     L.append(METHOD % (ORDER_SEQUENTIAL if a.sequential else ORDER_TURNS))
     return "\n".join(L) + "\n"
+
+
+def per_system(cols, cell):
+    """One cell per system column: ``cell(results)``, or "" for a system not measured."""
+    return [cell(res) if res else "" for _, res in cols]
 
 
 def cells_pad(cells, cols):

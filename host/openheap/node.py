@@ -62,9 +62,9 @@ class ContextPool:
     to the next by a long-running process (the coordinator).
 
     Every grid operation gives each node a context of its own (see
-    :class:`openheap.storage.engine.Grid`); creating them costs about 0.4 ms
-    of CPU each (measured: 4 ms for the 10 of a 3-of-10 put, 25 ms the first
-    time), which a pool pays once per node. The pool's owner shuts it down
+    :class:`openheap.storage.engine.Grid`); creating them takes about 0.4 ms
+    each (measured in an idle process: 4 ms for 10, 25 ms the first time),
+    which a pool pays once per node. The pool's owner shuts it down
     with :meth:`close`; the clients that borrow a context leave it open.
     """
 

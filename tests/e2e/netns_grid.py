@@ -26,7 +26,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -82,7 +81,7 @@ def lan(home: Path, nodes: int, files: int, size: int) -> dict:
     sh("ip", "link", "set", "lo", "mtu", "1500")
     sh("ethtool", "-K", "lo", "tso", "off", "gso", "off", "gro", "off")
     share = -(-size // 3) + (1 << 20)
-    boards = Path(tempfile.mkdtemp(prefix="oh-boards-"))
+    boards = home.parent / "boards"  # (beside the home: the test's temporary folder)
     shutil.copytree(REPO / "boards", boards, dirs_exist_ok=True)
     v = json.loads((boards / "virtual.json").read_text())
     v["max_share"] = max(v["max_share"], share)

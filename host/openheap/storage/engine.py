@@ -293,16 +293,8 @@ async def put(grid: Grid, src: BinaryIO, size: int, *, k: int = 3, n: int = 10, 
         last = plan
         bad |= {nd for s, nd in plan.items() if s in result.failed}
         holding = set(have.values())
-        spare = [nd for nd in nodes if nd.id not in bad and nd.id not in holding]
-        try:
-            plan = place(si, spare, n, k, k, slen, existing=have) if spare else {}
-        except NotHappy:
-            plan = {}
-        fresh: dict[int, str] = {}
-        for s, nd in sorted(plan.items()):
-            if s in result.failed and nd not in fresh.values():
-                fresh[s] = nd
-        plan = fresh
+        plan = _fresh_plan(si, [nd for nd in nodes if nd.id not in bad and nd.id not in holding],
+                           set(result.failed), have, n, k, slen)
         if not plan and not tried_again and happiness(list(have.items())) < happy:
             # No node left that holds nothing of the file, and not happy
             # yet: a share whose node failed it for a passing reason
@@ -334,6 +326,21 @@ async def put(grid: Grid, src: BinaryIO, size: int, *, k: int = 3, n: int = 10, 
         why = "; ".join("share %d: %s" % kv for kv in sorted(result.failed.items()))
         raise NotHappy("%s%s" % (e, " (failed: %s)" % why if why else ""), e.happiness, e.needed) from None
     return result
+
+
+def _fresh_plan(si: bytes, spare: list, failed: set[int], have: dict[int, str], n: int, k: int,
+                slen: int) -> dict[int, str]:
+    """Where the ``failed`` shares go again: in placement order, one each to
+    the ``spare`` nodes (which hold nothing of the file); {} when none fits."""
+    try:
+        plan = place(si, spare, n, k, k, slen, existing=have) if spare else {}
+    except NotHappy:
+        return {}
+    fresh: dict[int, str] = {}
+    for s, nd in sorted(plan.items()):
+        if s in failed and nd not in fresh.values():
+            fresh[s] = nd
+    return fresh
 
 
 async def _send_shares(grid: Grid, src: BinaryIO, params: Params, key: bytes, si: bytes, slen: int,
